@@ -1,0 +1,133 @@
+//! Command-line interface (clap derive). Exit codes: 0 success, 1 parity failure, 2 bad input or
+//! unusable runtime.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "flashctl", version, about = "Distil diffusion teachers into few-step students, export the sampler as ONE ONNX graph, validate parity across runtimes")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Teacher models: train one in candle.
+    #[command(subcommand)]
+    Teacher(TeacherCommand),
+    /// Sample eagerly from a model directory (PNG, and raw tensor with --out).
+    Sample(SampleArgs),
+    /// Export the fixed-step sampler as one ONNX graph with manifest.json and reference.safetensors.
+    Export(ExportArgs),
+    /// Run an exported graph in each runtime and compare with its reference outputs.
+    Validate(ValidateArgs),
+    /// Train a small teacher on built-in data, sample, export a 4-step sampler, validate it.
+    Demo(DemoArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TeacherCommand {
+    /// Train a teacher (DDPM loss, AdamW, EMA, atomic checkpoints).
+    Train(TrainArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// checkerboard, gaussian-mixture, two-moons, fashion-mnist, or a folder of PNGs
+    #[arg(long)]
+    pub dataset: String,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// tiny (tests), small (default), base
+    #[arg(long, default_value = "small")]
+    pub preset: String,
+    /// iterations (default: the preset's)
+    #[arg(long)]
+    pub iters: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub batch: Option<usize>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// continue from the checkpoint in --out
+    #[arg(long)]
+    pub resume: bool,
+    /// Fashion-MNIST IDX directory (default /usr/share/datasets/fashion-mnist)
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// side length PNG-folder images are resized to
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct SampleArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    /// sampler steps (default: the model's)
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// ddim or euler
+    #[arg(long)]
+    pub sampler: Option<String>,
+    #[arg(long, default_value_t = 64)]
+    pub count: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// PNG to write (default MODEL/samples.png)
+    #[arg(long)]
+    pub png: Option<PathBuf>,
+    /// also write the raw samples (`sample`) to this safetensors file
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    /// unrolled sampler steps (default: the model's)
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// ddim or euler
+    #[arg(long)]
+    pub sampler: Option<String>,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ValidateArgs {
+    pub graph: PathBuf,
+    /// reference inputs/outputs (default: reference.safetensors beside the graph)
+    #[arg(long)]
+    pub reference: Option<PathBuf>,
+    /// runtimes to check, comma separated: tract, ort-cpu, ort-cuda, ort-tensorrt
+    #[arg(long, default_value = "tract,ort-cpu", value_delimiter = ',')]
+    pub runtimes: Vec<String>,
+    #[arg(long, default_value_t = 1e-4)]
+    pub atol: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub rtol: f64,
+    /// timed runs per runtime after the parity run
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    #[arg(long, default_value = "runs/demo")]
+    pub out: PathBuf,
+    #[arg(long, default_value = "checkerboard")]
+    pub dataset: String,
+    #[arg(long)]
+    pub iters: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}

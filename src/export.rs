@@ -1,0 +1,167 @@
+//! `flashctl export`: trace the sampler `flashctl sample` runs, with the step count fixed, into
+//! ONE ONNX graph; write `manifest.json` and `reference.safetensors` beside it.
+
+use crate::checkpoint::{self, LoadedModel};
+use crate::sampler::{self, SamplerKind, SamplerPlan};
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use flashctl_exporters::{check::check_structure, encode_model, summarize, to_model_proto, ExportMeta};
+use flashctl_graphs::{Dim, EagerOps, Graph, TraceOps};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+pub const MANIFEST_SCHEMA: u32 = 1;
+pub const REFERENCE_FILE: &str = "reference.safetensors";
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// Batch size of the reference inputs stored beside a graph.
+pub const REFERENCE_BATCH: usize = 4;
+
+#[derive(Debug, Serialize)]
+pub struct Signature {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Manifest {
+    pub schema_version: u32,
+    pub graph: String,
+    pub graph_sha256: String,
+    pub opset: i64,
+    pub model: checkpoint::ModelConfig,
+    pub sampler: SamplerPlan,
+    pub inputs: Vec<Signature>,
+    pub outputs: Vec<Signature>,
+    pub denoiser_parameter_bytes: usize,
+    pub initializer_bytes: usize,
+    pub node_count: usize,
+    pub reference: String,
+    pub reference_seed: u64,
+}
+
+pub struct ExportReport {
+    pub graph_path: PathBuf,
+    pub manifest_path: PathBuf,
+    pub reference_path: PathBuf,
+    pub initializer_bytes: usize,
+    pub parameter_bytes: usize,
+    pub node_count: usize,
+    pub seconds: f64,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Trace the K-step sampler of `model` into the graph IR.
+pub fn trace_sampler(model: &LoadedModel, plan: &SamplerPlan) -> Result<Graph> {
+    let vb = model.var_builder(&Device::Cpu);
+    let ops = TraceOps::new(vb, "flashctl_sampler");
+    let d = &model.config.denoiser;
+    let mut shape = vec![Dim::Batch];
+    shape.extend(d.sample_shape().into_iter().map(Dim::Known));
+    let noise = ops.input("noise", flashctl_graphs::DType::F32, shape);
+    let labels = d
+        .num_classes()
+        .map(|_| ops.input("class_labels", flashctl_graphs::DType::I64, vec![Dim::Batch]));
+    let image = sampler::sample(&ops, d, plan, &noise, labels.as_ref())?;
+    Ok(ops.finish(&[("image", &image)])?)
+}
+
+/// Reference inputs: seeded standard-normal noise and (for class-conditional models) labels.
+pub fn reference_inputs(model: &LoadedModel, batch: usize, seed: u64) -> Result<(Tensor, Option<Tensor>)> {
+    let d = &model.config.denoiser;
+    let mut shape = vec![batch];
+    shape.extend(d.sample_shape());
+    let n: usize = shape.iter().product();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let v: Vec<f32> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
+    let noise = Tensor::from_vec(v, shape, &Device::Cpu)?;
+    let labels = match d.num_classes() {
+        Some(k) => Some(Tensor::from_vec((0..batch).map(|i| (i % k) as i64).collect::<Vec<_>>(), batch, &Device::Cpu)?),
+        None => None,
+    };
+    Ok((noise, labels))
+}
+
+/// The eager sampler: what `flashctl sample` runs and what the exported graph must reproduce.
+pub fn eager_sample(model: &LoadedModel, plan: &SamplerPlan, noise: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
+    let ops = EagerOps::new(model.var_builder(noise.device()));
+    Ok(sampler::sample(&ops, &model.config.denoiser, plan, noise, labels)?)
+}
+
+pub fn export(model_dir: &Path, steps: Option<usize>, kind: Option<SamplerKind>, out: &Path) -> Result<ExportReport> {
+    let start = std::time::Instant::now();
+    if out.extension().map(|e| e != "onnx").unwrap_or(true) {
+        bail!("--out must name a .onnx file, got {}", out.display());
+    }
+    let model = checkpoint::load(model_dir, &Device::Cpu)?;
+    let steps = steps.unwrap_or(model.config.sampler.steps);
+    let kind = kind.unwrap_or(model.config.sampler.kind);
+    let plan = sampler::plan(kind, &model.config.schedule, steps).map_err(|e| anyhow::anyhow!("--steps {steps}: {e}"))?;
+    // 1. trace and lower
+    let graph = trace_sampler(&model, &plan).context("tracing the sampler")?;
+    let meta = ExportMeta {
+        doc: format!("flashctl {kind:?} sampler, {steps} steps, unrolled"),
+        props: vec![
+            ("flashctl.steps".into(), steps.to_string()),
+            ("flashctl.timesteps".into(), format!("{:?}", plan.timesteps)),
+        ],
+    };
+    let proto = to_model_proto(&graph, &meta);
+    check_structure(&proto)?;
+    let bytes = encode_model(&proto);
+    let summary = summarize(&proto);
+    // 2. reference outputs from the eager path, under the graph's own names
+    let seed = 20241;
+    let (noise, labels) = reference_inputs(&model, REFERENCE_BATCH, seed)?;
+    let image = eager_sample(&model, &plan, &noise, labels.as_ref())?;
+    let mut reference = std::collections::HashMap::new();
+    reference.insert("noise".to_string(), noise);
+    if let Some(l) = labels {
+        reference.insert("class_labels".to_string(), l.to_dtype(DType::I64)?);
+    }
+    reference.insert("image".to_string(), image);
+    // 3. write graph, reference and manifest (each atomically)
+    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let reference_path = dir.join(REFERENCE_FILE);
+    let manifest_path = dir.join(MANIFEST_FILE);
+    flashctl_exporters::write_atomic(out, &bytes)?;
+    checkpoint::save_tensors(&reference_path, &reference)?;
+    let sig = |v: &flashctl_graphs::ValueInfo| Signature {
+        name: v.name.clone(),
+        dtype: v.dtype.name().into(),
+        shape: v.shape.iter().map(|d| d.to_string()).collect(),
+    };
+    let manifest = Manifest {
+        schema_version: MANIFEST_SCHEMA,
+        graph: out.file_name().unwrap().to_string_lossy().into(),
+        graph_sha256: sha256_hex(&bytes),
+        opset: summary.opset,
+        model: model.config.clone(),
+        sampler: plan,
+        inputs: graph.inputs.iter().map(sig).collect(),
+        outputs: graph.outputs.iter().map(sig).collect(),
+        denoiser_parameter_bytes: model.parameter_bytes(),
+        initializer_bytes: summary.initializer_bytes,
+        node_count: summary.node_count,
+        reference: REFERENCE_FILE.into(),
+        reference_seed: seed,
+    };
+    checkpoint::write_atomic(&manifest_path, serde_json::to_string_pretty(&manifest)?.as_bytes())?;
+    Ok(ExportReport {
+        graph_path: out.to_path_buf(),
+        manifest_path,
+        reference_path,
+        initializer_bytes: summary.initializer_bytes,
+        parameter_bytes: model.parameter_bytes(),
+        node_count: summary.node_count,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}

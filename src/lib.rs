@@ -1,0 +1,15 @@
+//! flashctl: distil diffusion teachers into few-step students, export the whole sampler as one
+//! ONNX graph, and validate it across runtimes. See docs/architecture.md for the crate map.
+
+pub mod checkpoint;
+pub mod cli;
+pub mod data;
+pub mod demo;
+pub mod export;
+pub mod models;
+pub mod plot;
+pub mod sample;
+pub mod sampler;
+pub mod schedule;
+pub mod train;
+pub mod validation;

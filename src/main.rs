@@ -1,0 +1,93 @@
+use clap::Parser;
+use flashctl::cli::{Cli, Command, TeacherCommand};
+use flashctl::sampler::SamplerKind;
+use flashctl::validation::BadInput;
+use flashctl::{data, demo, export, sample, train, validation};
+use flashctl_validate::Tolerance;
+use std::process::ExitCode;
+
+/// Outcome of a command that ran to completion: pass (0) or a parity failure (1).
+enum Outcome {
+    Ok,
+    ParityFailure,
+}
+
+fn parse_sampler(s: &Option<String>) -> anyhow::Result<Option<SamplerKind>> {
+    s.as_deref().map(|s| s.parse().map_err(|e: String| anyhow::anyhow!(e))).transpose()
+}
+
+fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    match cli.command {
+        Command::Teacher(TeacherCommand::Train(a)) => {
+            let preset: train::Preset = a.preset.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            let ds = data::open(&a.dataset, a.data_dir.as_deref(), a.image_size)?;
+            let (denoiser, mut opts) = train::preset_for(&ds, preset);
+            if let Some(i) = a.iters {
+                opts.iters = i;
+            }
+            if let Some(b) = a.batch {
+                opts.batch = b;
+            }
+            if let Some(lr) = a.lr {
+                opts.lr = lr;
+            }
+            if let Some(c) = a.checkpoint_every {
+                opts.checkpoint_every = c.max(1);
+            }
+            opts.seed = a.seed;
+            let r = train::train_teacher(&ds, denoiser, train::default_schedule(&ds), opts, &a.out, a.resume, true)?;
+            println!("trained {} iters: loss first {:.4}, final (mean of last 50) {:.4} -> {}", r.iters, r.first_loss, r.final_loss, r.out_dir.display());
+            Ok(Outcome::Ok)
+        }
+        Command::Sample(a) => {
+            let png = a.png.clone().unwrap_or_else(|| a.model.join("samples.png"));
+            let r = sample::sample(&a.model, a.steps, parse_sampler(&a.sampler)?, a.count.max(1), a.seed, &png, a.out.as_deref())?;
+            println!("sampled {} x {}-step in {:.2}s -> {}", a.count, r.steps, r.seconds, r.png.display());
+            if let Some(t) = r.tensor {
+                println!("raw samples -> {}", t.display());
+            }
+            Ok(Outcome::Ok)
+        }
+        Command::Export(a) => {
+            let r = export::export(&a.model, a.steps, parse_sampler(&a.sampler)?, &a.out)?;
+            println!(
+                "exported {} ({} nodes, initializers {} B, denoiser parameters {} B) in {:.2}s",
+                r.graph_path.display(),
+                r.node_count,
+                r.initializer_bytes,
+                r.parameter_bytes,
+                r.seconds
+            );
+            println!("manifest -> {}\nreference -> {}", r.manifest_path.display(), r.reference_path.display());
+            Ok(Outcome::Ok)
+        }
+        Command::Validate(a) => {
+            let tol = Tolerance { atol: a.atol, rtol: a.rtol };
+            let r = validation::validate(&a.graph, a.reference.as_deref(), &a.runtimes, tol, a.runs)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                validation::print_table(&r);
+            }
+            if r.runtimes.iter().any(|x| x.status == "unavailable") {
+                return Err(BadInput("a requested runtime is unavailable (see report)".into()).into());
+            }
+            Ok(if r.passed { Outcome::Ok } else { Outcome::ParityFailure })
+        }
+        Command::Demo(a) => Ok(if demo::run(&a)? { Outcome::Ok } else { Outcome::ParityFailure }),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::ParityFailure) => ExitCode::from(1),
+        Err(e) => {
+            // one line: the chain of causes joined
+            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("error: {}", msg.join(": "));
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Parameterised building blocks (linear, conv, group norm) with torch's default inits, so a
+//! model trained from scratch starts where its PyTorch twin would.
+
+use flashctl_graphs::ops::Init;
+use flashctl_graphs::{Ops, Result};
+
+/// `prefix.name`, or `name` at the root.
+pub fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+fn fan_in_uniform(fan_in: usize) -> Init {
+    let b = 1.0 / (fan_in as f64).sqrt();
+    Init::Uniform { lo: -b, up: b }
+}
+
+/// torch.nn.Linear: weight [out, in], bias [out].
+pub fn linear<O: Ops>(o: &O, p: &str, x: &O::T, in_f: usize, out_f: usize) -> Result<O::T> {
+    let w = o.param(&join(p, "weight"), &[out_f, in_f], fan_in_uniform(in_f))?;
+    let b = o.param(&join(p, "bias"), &[out_f], fan_in_uniform(in_f))?;
+    o.scoped(p, || o.linear(x, &w, Some(&b)))
+}
+
+/// torch.nn.Conv2d with square kernel `k`, bias.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d<O: Ops>(
+    o: &O,
+    p: &str,
+    x: &O::T,
+    in_c: usize,
+    out_c: usize,
+    k: usize,
+    stride: usize,
+    padding: usize,
+) -> Result<O::T> {
+    let fan_in = in_c * k * k;
+    let w = o.param(&join(p, "weight"), &[out_c, in_c, k, k], fan_in_uniform(fan_in))?;
+    let b = o.param(&join(p, "bias"), &[out_c], fan_in_uniform(fan_in))?;
+    o.scoped(p, || o.conv2d(x, &w, Some(&b), stride, padding))
+}
+
+/// torch.nn.GroupNorm(groups, channels, eps, affine=True).
+pub fn group_norm<O: Ops>(
+    o: &O,
+    p: &str,
+    x: &O::T,
+    groups: usize,
+    channels: usize,
+    eps: f32,
+) -> Result<O::T> {
+    let w = o.param(&join(p, "weight"), &[channels], Init::Const(1.0))?;
+    let b = o.param(&join(p, "bias"), &[channels], Init::Const(0.0))?;
+    o.scoped(p, || o.group_norm(x, groups, &w, &b, eps))
+}
+
+/// torch.nn.Embedding(n, dim) looked up with int64 ids.
+pub fn embedding<O: Ops>(o: &O, p: &str, ids: &O::T, n: usize, dim: usize) -> Result<O::T> {
+    let table = o.param(
+        &join(p, "weight"),
+        &[n, dim],
+        Init::Randn {
+            mean: 0.0,
+            stdev: 1.0,
+        },
+    )?;
+    o.scoped(p, || o.embedding(&table, ids))
+}

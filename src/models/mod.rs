@@ -1,0 +1,50 @@
+//! Denoisers written once against the op trait: an MLP for 2-D data and a UNet that mirrors
+//! diffusers' `UNet2DModel` (structure and parameter names).
+
+pub mod layers;
+pub mod mlp;
+pub mod unet;
+
+use flashctl_graphs::{Ops, Result};
+use serde::{Deserialize, Serialize};
+
+pub use mlp::MlpConfig;
+pub use unet::UnetConfig;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Denoiser {
+    Mlp(MlpConfig),
+    Unet(UnetConfig),
+}
+
+impl Denoiser {
+    /// x [B, ...data shape], t [B] or [1] float timesteps, class labels [B] int64.
+    pub fn forward<O: Ops>(
+        &self,
+        o: &O,
+        x: &O::T,
+        t: &O::T,
+        class_labels: Option<&O::T>,
+    ) -> Result<O::T> {
+        match self {
+            Denoiser::Mlp(c) => mlp::forward(c, o, x, t, class_labels),
+            Denoiser::Unet(c) => unet::forward(c, o, x, t, class_labels),
+        }
+    }
+
+    pub fn num_classes(&self) -> Option<usize> {
+        match self {
+            Denoiser::Mlp(c) => c.num_classes,
+            Denoiser::Unet(c) => c.num_class_embeds,
+        }
+    }
+
+    /// Shape of one sample (without batch).
+    pub fn sample_shape(&self) -> Vec<usize> {
+        match self {
+            Denoiser::Mlp(c) => vec![c.data_dim],
+            Denoiser::Unet(c) => vec![c.in_channels, c.sample_size, c.sample_size],
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! UNet mirroring diffusers' `UNet2DModel` (models/unets/unet_2d.py) with the same parameter
+//! names, so diffusers checkpoints load into it directly.
+//! https://github.com/huggingface/diffusers/blob/main/src/diffusers/models/unets/unet_2d.py
+
+use super::layers::{conv2d, embedding, group_norm, join, linear};
+use flashctl_graphs::{GraphError, Ops, Result};
+use serde::{Deserialize, Serialize};
+
+fn default_true() -> bool {
+    true
+}
+fn default_eps() -> f32 {
+    1e-5
+}
+fn default_one() -> f32 {
+    1.0
+}
+fn default_pad() -> usize {
+    1
+}
+fn default_shift() -> String {
+    "default".into()
+}
+
+/// The `UNet2DModel` config fields flashctl implements, named as in diffusers' config.json.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnetConfig {
+    pub sample_size: usize,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    #[serde(default)]
+    pub center_input_sample: bool,
+    #[serde(default = "default_true")]
+    pub flip_sin_to_cos: bool,
+    #[serde(default)]
+    pub freq_shift: f32,
+    pub down_block_types: Vec<String>,
+    pub up_block_types: Vec<String>,
+    pub block_out_channels: Vec<usize>,
+    pub layers_per_block: usize,
+    #[serde(default = "default_one")]
+    pub mid_block_scale_factor: f32,
+    #[serde(default = "default_pad")]
+    pub downsample_padding: usize,
+    pub norm_num_groups: usize,
+    #[serde(default = "default_eps")]
+    pub norm_eps: f32,
+    #[serde(default)]
+    pub attention_head_dim: Option<usize>,
+    #[serde(default = "default_shift")]
+    pub resnet_time_scale_shift: String,
+    #[serde(default)]
+    pub num_class_embeds: Option<usize>,
+    #[serde(default = "default_true")]
+    pub add_attention: bool,
+}
+
+impl UnetConfig {
+    /// Reject configurations the forward pass cannot honour, naming the field.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let n = self.block_out_channels.len();
+        if n == 0 || self.down_block_types.len() != n || self.up_block_types.len() != n {
+            return Err(format!(
+                "block_out_channels ({n}), down_block_types ({}) and up_block_types ({}) must have the same non-zero length",
+                self.down_block_types.len(),
+                self.up_block_types.len()
+            ));
+        }
+        for t in &self.down_block_types {
+            if t != "DownBlock2D" && t != "AttnDownBlock2D" {
+                return Err(format!("unsupported down_block_types entry `{t}`"));
+            }
+        }
+        for t in &self.up_block_types {
+            if t != "UpBlock2D" && t != "AttnUpBlock2D" {
+                return Err(format!("unsupported up_block_types entry `{t}`"));
+            }
+        }
+        if self.resnet_time_scale_shift != "default" && self.resnet_time_scale_shift != "scale_shift" {
+            return Err(format!(
+                "unsupported resnet_time_scale_shift `{}`",
+                self.resnet_time_scale_shift
+            ));
+        }
+        for &c in &self.block_out_channels {
+            if c % self.norm_num_groups != 0 {
+                return Err(format!(
+                    "block_out_channels entry {c} is not divisible by norm_num_groups {}",
+                    self.norm_num_groups
+                ));
+            }
+        }
+        let down = 1usize << (n - 1);
+        if self.sample_size % down != 0 {
+            return Err(format!(
+                "sample_size {} must be divisible by {down} for {n} levels",
+                self.sample_size
+            ));
+        }
+        Ok(())
+    }
+
+    fn time_embed_dim(&self) -> usize {
+        self.block_out_channels[0] * 4
+    }
+}
+
+struct Ctx<'a> {
+    c: &'a UnetConfig,
+}
+
+impl Ctx<'_> {
+    /// diffusers `ResnetBlock2D` (resnet.py).
+    fn resnet<O: Ops>(&self, o: &O, p: &str, x: &O::T, temb: &O::T, in_c: usize, out_c: usize, out_scale: f32) -> Result<O::T> {
+        let c = self.c;
+        let g = c.norm_num_groups;
+        o.scoped(p, || {
+            // 1. norm1 -> silu -> conv1
+            let h = group_norm(o, &join(p, "norm1"), x, g, in_c, c.norm_eps)?;
+            let h = o.silu(&h)?;
+            let mut h = conv2d(o, &join(p, "conv1"), &h, in_c, out_c, 3, 1, 1)?;
+            // 2. time embedding projection, added (default) or as scale/shift after norm2
+            let scale_shift = c.resnet_time_scale_shift == "scale_shift";
+            let proj_out = if scale_shift { 2 * out_c } else { out_c };
+            let t = o.silu(temb)?;
+            let t = linear(o, &join(p, "time_emb_proj"), &t, c.time_embed_dim(), proj_out)?;
+            let t = o.reshape(&t, &[0, proj_out as i64, 1, 1])?;
+            if scale_shift {
+                // torch.chunk(2, dim=1): [B, 2C, 1, 1] -> scale, shift
+                let t5 = o.reshape(&t, &[0, 2, out_c as i64, 1, 1])?;
+                let (scale, shift) = split_pair(o, &t5, out_c)?;
+                h = group_norm(o, &join(p, "norm2"), &h, g, out_c, c.norm_eps)?;
+                let one_plus = o.affine(&scale, 1.0, 1.0)?;
+                h = o.add(&o.mul(&h, &one_plus)?, &shift)?;
+            } else {
+                h = o.add(&h, &t)?;
+                h = group_norm(o, &join(p, "norm2"), &h, g, out_c, c.norm_eps)?;
+            }
+            // 3. silu -> conv2 (dropout is identity at inference and disabled in training)
+            let h = o.silu(&h)?;
+            let h = conv2d(o, &join(p, "conv2"), &h, out_c, out_c, 3, 1, 1)?;
+            // 4. shortcut and residual
+            let skip = if in_c != out_c {
+                conv2d(o, &join(p, "conv_shortcut"), x, in_c, out_c, 1, 1, 0)?
+            } else {
+                x.clone()
+            };
+            let y = o.add(&skip, &h)?;
+            if out_scale != 1.0 {
+                o.scale(&y, 1.0 / out_scale)
+            } else {
+                Ok(y)
+            }
+        })
+    }
+
+    /// diffusers `Attention` with `AttnProcessor2_0`, as built by the UNet2D attention blocks
+    /// (group norm, residual connection, `rescale_output_factor`).
+    fn attention<O: Ops>(&self, o: &O, p: &str, x: &O::T, channels: usize, out_scale: f32) -> Result<O::T> {
+        let c = self.c;
+        let head_dim = c.attention_head_dim.unwrap_or(channels);
+        if channels % head_dim != 0 {
+            return Err(GraphError::Invalid(format!(
+                "{p}: {channels} channels not divisible by attention_head_dim {head_dim}"
+            )));
+        }
+        let heads = channels / head_dim;
+        o.scoped(p, || {
+            let s = o.shape(x);
+            let (h, w) = (s[2].known().unwrap_or(0) as i64, s[3].known().unwrap_or(0) as i64);
+            let ch = channels as i64;
+            // 1. group norm on [B, C, H*W], then tokens [B, HW, C]
+            let flat = o.reshape(x, &[0, ch, h * w])?;
+            let normed = group_norm(o, &join(p, "group_norm"), &flat, c.norm_num_groups, channels, c.norm_eps)?;
+            let tokens = o.transpose(&normed, &[0, 2, 1])?;
+            // 2. projections, split heads [B, heads, HW, d]
+            let split = |name: &str| -> Result<O::T> {
+                let y = linear(o, &join(p, name), &tokens, channels, channels)?;
+                let y = o.reshape(&y, &[0, h * w, heads as i64, head_dim as i64])?;
+                o.transpose(&y, &[0, 2, 1, 3])
+            };
+            let (q, k, v) = (split("to_q")?, split("to_k")?, split("to_v")?);
+            let a = o.attention(&q, &k, &v, 1.0 / (head_dim as f32).sqrt())?;
+            // 3. merge heads, output projection, back to [B, C, H, W], residual, rescale
+            let a = o.transpose(&a, &[0, 2, 1, 3])?;
+            let a = o.reshape(&a, &[0, h * w, ch])?;
+            let a = linear(o, &join(p, "to_out.0"), &a, channels, channels)?;
+            let a = o.transpose(&a, &[0, 2, 1])?;
+            let a = o.reshape(&a, &[0, ch, h, w])?;
+            let y = o.add(&a, x)?;
+            if out_scale != 1.0 {
+                o.scale(&y, 1.0 / out_scale)
+            } else {
+                Ok(y)
+            }
+        })
+    }
+}
+
+/// Split [B, 2, C, 1, 1] into two [B, C, 1, 1] halves with constant selection weights, using only
+/// ops every runtime has (a 1x2 linear over the pair axis).
+fn split_pair<O: Ops>(o: &O, t5: &O::T, out_c: usize) -> Result<(O::T, O::T)> {
+    // move the pair axis last: [B, C, 1, 1, 2]
+    let last = o.transpose(t5, &[0, 2, 3, 4, 1])?;
+    let pick = |i: usize| -> Result<O::T> {
+        let sel = if i == 0 { [1.0, 0.0] } else { [0.0, 1.0] };
+        let w = o.constant(&sel, &[2, 1])?;
+        let y = o.matmul(&last, &w)?; // [B, C, 1, 1, 1]
+        o.reshape(&y, &[0, out_c as i64, 1, 1])
+    };
+    Ok((pick(0)?, pick(1)?))
+}
+
+pub fn forward<O: Ops>(
+    c: &UnetConfig,
+    o: &O,
+    x: &O::T,
+    t: &O::T,
+    class_labels: Option<&O::T>,
+) -> Result<O::T> {
+    c.validate().map_err(GraphError::Invalid)?;
+    let cx = Ctx { c };
+    let boc = &c.block_out_channels;
+    let ted = c.time_embed_dim();
+    // 0. center input
+    let x = if c.center_input_sample { o.affine(x, 2.0, -1.0)? } else { x.clone() };
+    // 1. time (and class) embedding
+    let temb = o.scoped("time_proj", || o.timestep_embedding(t, boc[0], c.flip_sin_to_cos, c.freq_shift))?;
+    let temb = linear(o, "time_embedding.linear_1", &temb, boc[0], ted)?;
+    let temb = o.silu(&temb)?;
+    let mut emb = linear(o, "time_embedding.linear_2", &temb, ted, ted)?;
+    if let Some(n) = c.num_class_embeds {
+        let y = class_labels.ok_or_else(|| {
+            GraphError::Invalid("class_labels are required for a class-conditional UNet".into())
+        })?;
+        let cemb = embedding(o, "class_embedding", y, n, ted)?;
+        emb = o.add(&emb, &cemb)?;
+    }
+    // 2. conv_in and the down path, keeping every residual
+    let mut h = conv2d(o, "conv_in", &x, c.in_channels, boc[0], 3, 1, 1)?;
+    let mut skips = vec![(h.clone(), boc[0])];
+    let mut out_c = boc[0];
+    for (i, ty) in c.down_block_types.iter().enumerate() {
+        let p = format!("down_blocks.{i}");
+        let in_c = out_c;
+        out_c = boc[i];
+        let is_final = i + 1 == boc.len();
+        for j in 0..c.layers_per_block {
+            let rin = if j == 0 { in_c } else { out_c };
+            h = cx.resnet(o, &format!("{p}.resnets.{j}"), &h, &emb, rin, out_c, 1.0)?;
+            if ty == "AttnDownBlock2D" {
+                h = cx.attention(o, &format!("{p}.attentions.{j}"), &h, out_c, 1.0)?;
+            }
+            skips.push((h.clone(), out_c));
+        }
+        if !is_final {
+            let dp = format!("{p}.downsamplers.0.conv");
+            let pad = c.downsample_padding;
+            let hin = if pad == 0 { o.pad2d(&h, [0, 1, 0, 1])? } else { h.clone() };
+            h = conv2d(o, &dp, &hin, out_c, out_c, 3, 2, pad)?;
+            skips.push((h.clone(), out_c));
+        }
+    }
+    // 3. mid block: resnet, attention, resnet
+    let mid = *boc.last().unwrap();
+    let msf = c.mid_block_scale_factor;
+    h = cx.resnet(o, "mid_block.resnets.0", &h, &emb, mid, mid, msf)?;
+    if c.add_attention {
+        h = cx.attention(o, "mid_block.attentions.0", &h, mid, msf)?;
+    }
+    h = cx.resnet(o, "mid_block.resnets.1", &h, &emb, mid, mid, msf)?;
+    // 4. up path, consuming the residuals in reverse
+    let rev: Vec<usize> = boc.iter().rev().copied().collect();
+    let mut prev_out = rev[0];
+    for (i, ty) in c.up_block_types.iter().enumerate() {
+        let p = format!("up_blocks.{i}");
+        let out_c = rev[i];
+        let is_final = i + 1 == rev.len();
+        let layers = c.layers_per_block + 1;
+        for j in 0..layers {
+            let (skip, skip_c) = skips.pop().ok_or_else(|| GraphError::Invalid("residual stack exhausted".into()))?;
+            let rin = if j == 0 { prev_out } else { out_c };
+            h = o.concat(&[&h, &skip], 1)?;
+            h = cx.resnet(o, &format!("{p}.resnets.{j}"), &h, &emb, rin + skip_c, out_c, 1.0)?;
+            if ty == "AttnUpBlock2D" {
+                h = cx.attention(o, &format!("{p}.attentions.{j}"), &h, out_c, 1.0)?;
+            }
+        }
+        if !is_final {
+            h = o.scoped(&format!("{p}.upsamplers.0"), || o.upsample_nearest2x(&h))?;
+            h = conv2d(o, &format!("{p}.upsamplers.0.conv"), &h, out_c, out_c, 3, 1, 1)?;
+        }
+        prev_out = out_c;
+    }
+    // 5. output head
+    let h = group_norm(o, "conv_norm_out", &h, c.norm_num_groups, boc[0], c.norm_eps)?;
+    let h = o.silu(&h)?;
+    conv2d(o, "conv_out", &h, boc[0], c.out_channels, 3, 1, 1)
+}

@@ -1,0 +1,174 @@
+//! `flashctl validate`: run an exported graph in each runtime on its reference inputs and compare
+//! with the eager outputs stored beside it.
+
+use anyhow::{Context, Result};
+use candle_core::{DType, Device};
+use flashctl_exporters::{check::check_structure, decode_model};
+use flashctl_validate::{compare, runtime_by_name, HostTensor, ParityStats, Tolerance, ValidateError};
+use serde::Serialize;
+use std::path::Path;
+
+#[derive(Debug, Serialize)]
+pub struct RuntimeReport {
+    pub runtime: String,
+    /// `pass`, `fail` (parity or the runtime refused the graph) or `unavailable`.
+    pub status: String,
+    pub provider: Option<String>,
+    pub reason: Option<String>,
+    pub outputs: Vec<ParityStats>,
+    /// Median latency of one run over the reference batch, after a warm-up run.
+    pub latency_ms: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ValidationReport {
+    pub graph: String,
+    pub tolerance: Tolerance,
+    pub runtimes: Vec<RuntimeReport>,
+    pub passed: bool,
+}
+
+/// A user error (bad file, bad runtime name): exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+/// Load `reference.safetensors` as host tensors.
+pub fn load_reference(path: &Path) -> Result<Vec<HostTensor>> {
+    let map = crate::checkpoint::load_tensors(path, &Device::Cpu).map_err(|e| BadInput(e.to_string()))?;
+    let mut out = vec![];
+    let mut names: Vec<&String> = map.keys().collect();
+    names.sort();
+    for name in names {
+        let t = &map[name];
+        let shape = t.dims().to_vec();
+        out.push(match t.dtype() {
+            DType::I64 | DType::U32 | DType::U8 => HostTensor::i64(name, shape, t.to_dtype(DType::I64)?.flatten_all()?.to_vec1()?),
+            _ => HostTensor::f32(name, shape, t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?),
+        });
+    }
+    Ok(out)
+}
+
+pub fn validate(graph: &Path, reference: Option<&Path>, runtimes: &[String], tol: Tolerance, runs: usize) -> Result<ValidationReport> {
+    let bytes = std::fs::read(graph).map_err(|e| BadInput(format!("{}: {e}", graph.display())))?;
+    let model = decode_model(&bytes).map_err(|e| BadInput(format!("{}: {e}", graph.display())))?;
+    check_structure(&model).map_err(|e| BadInput(format!("{}: {e}", graph.display())))?;
+    let g = model.graph.as_ref().unwrap();
+    let ref_path = match reference {
+        Some(p) => p.to_path_buf(),
+        None => graph.parent().unwrap_or(Path::new(".")).join(crate::export::REFERENCE_FILE),
+    };
+    let tensors = load_reference(&ref_path).with_context(|| format!("reference {}", ref_path.display()))?;
+    let input_names: Vec<&str> = g.input.iter().map(|i| i.name.as_str()).collect();
+    let inputs: Vec<HostTensor> = tensors.iter().filter(|t| input_names.contains(&t.name.as_str())).cloned().collect();
+    for name in &input_names {
+        if !inputs.iter().any(|t| t.name == *name) {
+            return Err(BadInput(format!("{}: no value for graph input `{name}`", ref_path.display())).into());
+        }
+    }
+    let mut reports = vec![];
+    for rt_name in runtimes {
+        reports.push(run_one(rt_name, &bytes, &inputs, &tensors, &g.output, tol, runs)?);
+    }
+    let passed = reports.iter().all(|r| r.status == "pass");
+    Ok(ValidationReport {
+        graph: graph.display().to_string(),
+        tolerance: tol,
+        runtimes: reports,
+        passed,
+    })
+}
+
+fn run_one(
+    rt_name: &str,
+    bytes: &[u8],
+    inputs: &[HostTensor],
+    reference: &[HostTensor],
+    outputs: &[flashctl_exporters::pb::ValueInfoProto],
+    tol: Tolerance,
+    runs: usize,
+) -> Result<RuntimeReport> {
+    let mut report = RuntimeReport {
+        runtime: rt_name.into(),
+        status: "fail".into(),
+        provider: None,
+        reason: None,
+        outputs: vec![],
+        latency_ms: None,
+    };
+    let mut rt = match runtime_by_name(rt_name) {
+        Ok(rt) => rt,
+        Err(ValidateError::Unavailable { reason, .. }) => {
+            report.status = "unavailable".into();
+            report.reason = Some(reason);
+            return Ok(report);
+        }
+        Err(e @ ValidateError::BadInput(_)) => return Err(BadInput(e.to_string()).into()),
+        Err(e) => {
+            report.reason = Some(e.to_string());
+            return Ok(report);
+        }
+    };
+    report.provider = Some(rt.provider());
+    let result = rt.prepare(bytes, inputs).and_then(|_| rt.run(inputs));
+    let got = match result {
+        Ok(o) => o,
+        Err(e) => {
+            report.reason = Some(e.to_string());
+            return Ok(report);
+        }
+    };
+    let mut times = vec![];
+    for _ in 0..runs {
+        let t0 = std::time::Instant::now();
+        rt.run(inputs).ok();
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    report.latency_ms = times.get(times.len() / 2).copied();
+    let mut ok = true;
+    for out in outputs {
+        let expected = reference.iter().find(|t| t.name == out.name);
+        let actual = got.iter().find(|t| t.name == out.name);
+        match (actual, expected) {
+            (Some(a), Some(e)) if a.shape == e.shape => {
+                let s = compare(&out.name, &a.values_f64(), &e.values_f64(), tol);
+                ok &= s.passed;
+                report.outputs.push(s);
+            }
+            (Some(a), Some(e)) => {
+                ok = false;
+                report.reason = Some(format!("output `{}` shape {:?} vs reference {:?}", out.name, a.shape, e.shape));
+            }
+            (None, _) => {
+                ok = false;
+                report.reason = Some(format!("runtime produced no `{}`", out.name));
+            }
+            (_, None) => return Err(BadInput(format!("reference has no output `{}`", out.name)).into()),
+        }
+    }
+    report.status = if ok { "pass".into() } else { "fail".into() };
+    Ok(report)
+}
+
+pub fn print_table(r: &ValidationReport) {
+    println!("validate {}  (tolerance atol {:.0e}, rtol {:.0e})", r.graph, r.tolerance.atol, r.tolerance.rtol);
+    println!("{:<14} {:<12} {:>12} {:>12} {:>12} {:>12}", "runtime", "status", "max abs", "max rel", "p99 abs", "latency ms");
+    for rt in &r.runtimes {
+        let (ma, mr, p99) = rt
+            .outputs
+            .iter()
+            .fold((0f64, 0f64, 0f64), |acc, s| (acc.0.max(s.max_abs), acc.1.max(s.max_rel), acc.2.max(s.p99_abs)));
+        let lat = rt.latency_ms.map(|l| format!("{l:.3}")).unwrap_or_else(|| "-".into());
+        if rt.outputs.is_empty() {
+            println!("{:<14} {:<12} {:>12} {:>12} {:>12} {:>12}", rt.runtime, rt.status, "-", "-", "-", lat);
+        } else {
+            println!("{:<14} {:<12} {:>12.3e} {:>12.3e} {:>12.3e} {:>12}", rt.runtime, rt.status, ma, mr, p99, lat);
+        }
+        if let Some(reason) = &rt.reason {
+            println!("    {}: {reason}", rt.runtime);
+        }
+    }
+    println!("result: {}", if r.passed { "PASS" } else { "FAIL" });
+}

@@ -1,0 +1,179 @@
+//! ONNX Runtime through `ort` with `load-dynamic`: CPU always, CUDA and TensorRT behind features.
+//!
+//! Execution providers are registered with `error_on_failure`, so a missing CUDA or TensorRT
+//! library is an error rather than a silent fall-back to CPU that would report a false pass.
+
+use crate::error::{Result, ValidateError};
+use crate::runtime::Runtime;
+use crate::tensor::{HostData, HostTensor};
+use ort::session::Session;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+static ENV: OnceLock<std::result::Result<ort::environment::Environment, String>> = OnceLock::new();
+
+/// Where `libonnxruntime.so` is: `ORT_DYLIB_PATH`, else the copy the test setup script installs
+/// (`.cache/py/onnxruntime/capi/`) under the current directory or the executable's ancestors.
+pub fn find_ort_library() -> std::result::Result<PathBuf, String> {
+    if let Ok(p) = std::env::var("ORT_DYLIB_PATH") {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("ORT_DYLIB_PATH={} does not exist", p.display()))
+        };
+    }
+    let rel = ".cache/py/onnxruntime/capi";
+    let mut roots = vec![];
+    if let Ok(cwd) = std::env::current_dir() {
+        roots.extend(cwd.ancestors().map(|p| p.to_path_buf()));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        roots.extend(exe.ancestors().map(|p| p.to_path_buf()));
+    }
+    for root in roots {
+        let dir = root.join(rel);
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if name.starts_with("libonnxruntime.so") {
+                    return Ok(e.path());
+                }
+            }
+        }
+    }
+    Err("libonnxruntime.so not found: set ORT_DYLIB_PATH (pip install onnxruntime==1.31.1 provides it; scripts/setup.sh installs it)".into())
+}
+
+fn environment() -> std::result::Result<&'static ort::environment::Environment, String> {
+    let env = ENV.get_or_init(|| {
+        let lib = find_ort_library()?;
+        let builder = ort::init_from(&lib).map_err(|e| format!("loading {}: {e}", lib.display()))?;
+        builder.with_name("flashctl").build().map_err(|e| e.to_string())
+    });
+    env.as_ref().map_err(|e| e.clone())
+}
+
+pub struct OrtRuntime {
+    name: &'static str,
+    session: Option<Session>,
+    output_names: Vec<String>,
+}
+
+impl OrtRuntime {
+    /// `name`: `ort-cpu`, `ort-cuda` or `ort-tensorrt`.
+    pub fn new(name: &str) -> Result<Self> {
+        let name: &'static str = match name {
+            "ort-cpu" => "ort-cpu",
+            "ort-cuda" => "ort-cuda",
+            "ort-tensorrt" => "ort-tensorrt",
+            other => return Err(ValidateError::BadInput(format!("not an ORT runtime: {other}"))),
+        };
+        let unavailable = |reason: String| ValidateError::Unavailable {
+            runtime: name.into(),
+            reason,
+        };
+        environment().map_err(unavailable)?;
+        if name == "ort-cuda" && !cfg!(feature = "ort-cuda") {
+            return Err(unavailable("built without the `ort-cuda` feature".into()));
+        }
+        if name == "ort-tensorrt" && !cfg!(feature = "ort-tensorrt") {
+            return Err(unavailable("built without the `ort-tensorrt` feature".into()));
+        }
+        Ok(Self {
+            name,
+            session: None,
+            output_names: vec![],
+        })
+    }
+
+    fn providers(&self) -> Vec<ort::ep::ExecutionProviderDispatch> {
+        let mut v = vec![];
+        #[cfg(feature = "ort-tensorrt")]
+        if self.name == "ort-tensorrt" {
+            v.push(ort::ep::TensorRT::default().build().error_on_failure());
+        }
+        #[cfg(feature = "ort-cuda")]
+        if self.name == "ort-cuda" {
+            v.push(ort::ep::CUDA::default().build().error_on_failure());
+        }
+        if self.name == "ort-cpu" {
+            v.push(ort::ep::CPU::default().build().error_on_failure());
+        }
+        v
+    }
+
+    fn fail(&self, e: impl std::fmt::Display) -> ValidateError {
+        ValidateError::Failed {
+            runtime: self.name.into(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+impl Runtime for OrtRuntime {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn prepare(&mut self, onnx: &[u8], _example_inputs: &[HostTensor]) -> Result<()> {
+        self.output_names = crate::runtime::graph_output_names(onnx)?;
+        let providers = self.providers();
+        let env = environment().map_err(|e| self.fail(e))?;
+        let session = Session::builder(env)
+            .map_err(|e| self.fail(e))?
+            .with_execution_providers(providers)
+            .map_err(|e| self.fail(e))?
+            .commit_from_memory(onnx)
+            .map_err(|e| self.fail(e))?;
+        self.session = Some(session);
+        Ok(())
+    }
+
+    fn run(&mut self, inputs: &[HostTensor]) -> Result<Vec<HostTensor>> {
+        let mut values: Vec<(String, ort::session::SessionInputValue<'_>)> = vec![];
+        for t in inputs {
+            let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
+            let v: ort::value::DynValue = match &t.data {
+                HostData::F32(d) => ort::value::Tensor::from_array((shape, d.clone()))
+                    .map_err(|e| self.fail(e))?
+                    .into_dyn(),
+                HostData::I64(d) => ort::value::Tensor::from_array((shape, d.clone()))
+                    .map_err(|e| self.fail(e))?
+                    .into_dyn(),
+            };
+            values.push((t.name.clone(), v.into()));
+        }
+        let name = self.name;
+        let session = self.session.as_mut().ok_or_else(|| ValidateError::Failed {
+            runtime: name.into(),
+            reason: "run before prepare".into(),
+        })?;
+        let outputs = session.run(values).map_err(|e| ValidateError::Failed {
+            runtime: name.into(),
+            reason: e.to_string(),
+        })?;
+        let mut result = vec![];
+        for out in &self.output_names {
+            let v = outputs.get(out.as_str()).ok_or_else(|| ValidateError::Failed {
+                runtime: name.into(),
+                reason: format!("no output `{out}`"),
+            })?;
+            let (shape, data) = v.try_extract_tensor::<f32>().map_err(|e| ValidateError::Failed {
+                runtime: name.into(),
+                reason: e.to_string(),
+            })?;
+            let shape = shape.iter().map(|&d| d as usize).collect();
+            result.push(HostTensor::f32(out, shape, data.to_vec()));
+        }
+        Ok(result)
+    }
+
+    fn provider(&self) -> String {
+        match self.name {
+            "ort-cuda" => "onnxruntime CUDAExecutionProvider".into(),
+            "ort-tensorrt" => "onnxruntime TensorrtExecutionProvider".into(),
+            _ => "onnxruntime CPUExecutionProvider".into(),
+        }
+    }
+}

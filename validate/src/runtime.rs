@@ -1,0 +1,38 @@
+use crate::error::{Result, ValidateError};
+use crate::tensor::HostTensor;
+
+/// One inference runtime: prepare a graph for given input shapes, run named inputs, and say which
+/// execution provider really ran.
+pub trait Runtime {
+    /// Stable name used on the command line and in reports (`tract`, `ort-cpu`, ...).
+    fn name(&self) -> &'static str;
+    /// Load and optimise the graph for the shapes of `example_inputs`.
+    fn prepare(&mut self, onnx: &[u8], example_inputs: &[HostTensor]) -> Result<()>;
+    /// Run prepared graph; outputs in graph order with their names.
+    fn run(&mut self, inputs: &[HostTensor]) -> Result<Vec<HostTensor>>;
+    /// The provider that executed the graph (for ORT: the registered execution provider).
+    fn provider(&self) -> String;
+}
+
+pub const RUNTIME_NAMES: &[&str] = &["tract", "ort-cpu", "ort-cuda", "ort-tensorrt"];
+
+/// Construct a runtime by name; an ORT runtime fails here when its library cannot be loaded.
+pub fn runtime_by_name(name: &str) -> Result<Box<dyn Runtime>> {
+    match name {
+        "tract" => Ok(Box::new(crate::TractRuntime::new())),
+        "ort-cpu" | "ort-cuda" | "ort-tensorrt" => {
+            Ok(Box::new(crate::OrtRuntime::new(name)?))
+        }
+        other => Err(ValidateError::BadInput(format!(
+            "unknown runtime `{other}` (known: {})",
+            RUNTIME_NAMES.join(", ")
+        ))),
+    }
+}
+
+/// Output names of an ONNX graph, in order.
+pub fn graph_output_names(onnx: &[u8]) -> Result<Vec<String>> {
+    let m = flashctl_exporters::decode_model(onnx)
+        .map_err(|e| ValidateError::BadInput(e.to_string()))?;
+    Ok(m.graph.map(|g| g.output.into_iter().map(|o| o.name).collect()).unwrap_or_default())
+}
