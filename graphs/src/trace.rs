@@ -70,6 +70,12 @@ impl TraceOps {
     pub fn finish(self, outputs: &[(&str, &Traced)]) -> Result<Graph> {
         let mut st = self.state.into_inner();
         for (out_name, v) in outputs {
+            let taken = st.graph.inputs.iter().any(|i| i.name == *out_name)
+                || st.graph.initializers.iter().any(|i| i.name == *out_name)
+                || st.graph.nodes.iter().any(|n| n.outputs.iter().any(|o| o == out_name));
+            if taken {
+                return Err(GraphError::Invalid(format!("output name `{out_name}` is already a value in the graph")));
+            }
             let produced = st.graph.nodes.iter().any(|n| n.outputs.contains(&v.name));
             let is_output_already = st.graph.outputs.iter().any(|o| o.name == v.name);
             if produced && !is_output_already {
