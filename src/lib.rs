@@ -11,5 +11,6 @@ pub mod plot;
 pub mod sample;
 pub mod sampler;
 pub mod schedule;
+pub mod seeded_vars;
 pub mod train;
 pub mod validation;

@@ -11,7 +11,6 @@ use crate::sampler::SamplerKind;
 use crate::schedule::{Prediction, ScheduleConfig};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{VarBuilder, VarMap};
 use flashctl_graphs::EagerOps;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -111,9 +110,12 @@ pub fn preset_for(ds: &Dataset, preset: Preset) -> (Denoiser, TrainOptions) {
     (d, opts(iters, batch, 5e-4))
 }
 
-/// The schedule flashctl trains its own teachers with; images clip x0 to [-1, 1] like diffusers.
+/// The schedule flashctl trains its own teachers with: v-prediction, because epsilon prediction
+/// divides by sqrt(alpha_bar) ~ 0.006 at t = 999, amplifying any float error ~150x in the first
+/// step of a few-step sampler; images clip x0 to [-1, 1] like diffusers.
 pub fn default_schedule(ds: &Dataset) -> ScheduleConfig {
     ScheduleConfig {
+        prediction_type: Prediction::V,
         clip_sample: ds.sample_shape().len() > 1,
         ..ScheduleConfig::default()
     }
@@ -188,8 +190,8 @@ pub fn train_teacher(
 ) -> Result<TrainReport> {
     let device = Device::Cpu;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let varmap = VarMap::new();
-    let ops = EagerOps::new(VarBuilder::from_varmap(&varmap, DType::F32, &device));
+    let (varmap, vb) = crate::seeded_vars::SeededVars::new(opts.seed).into_var_builder(&device);
+    let ops = EagerOps::new(vb);
     let shape = ds.sample_shape();
     let per: usize = shape.iter().product();
     let classes = denoiser.num_classes();

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The README's test command: set up, then the whole suite (release mode: the numerics are heavy),
+# then an independent check of an exported graph with the onnx checker and onnxruntime's Python API.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ORT_DYLIB_PATH="$(scripts/setup.sh)"
+export ORT_DYLIB_PATH
+export FLASHCTL_REQUIRE_ORT=1
+cargo test --release --workspace
+# independent of flashctl's own validate: onnx.checker(full_check) + onnxruntime (Python) parity
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+cargo run --release --quiet -- teacher train --dataset checkerboard --preset tiny --iters 50 --out "$tmp/teacher" >/dev/null
+cargo run --release --quiet -- export --model "$tmp/teacher" --steps 4 --out "$tmp/export/model.onnx" >/dev/null
+PYTHONPATH=.cache/py python3 scripts/check_export.py "$tmp/export/model.onnx"
+echo "scripts/test.sh: all checks passed"

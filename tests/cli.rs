@@ -1,0 +1,233 @@
+//! End-to-end CLI tests on tiny models: train, sample, export, validate, resume, bad input.
+
+mod common;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn flashctl(args: &[&str]) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_flashctl")).args(args).output().unwrap();
+    if std::env::var("FLASHCTL_TEST_VERBOSE").is_ok() {
+        eprintln!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    out
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = flashctl(args);
+    assert!(o.status.success(), "flashctl {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// Exit code and the stderr of a command that must fail with a one-line error.
+fn fails(args: &[&str]) -> (i32, String) {
+    let o = flashctl(args);
+    let err = String::from_utf8_lossy(&o.stderr).trim().to_string();
+    assert!(!o.status.success(), "flashctl {args:?} should fail");
+    assert_eq!(err.lines().count(), 1, "error must be one line, got: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    (o.status.code().unwrap(), err)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn runtimes() -> &'static str {
+    if common::ort_available() {
+        "tract,ort-cpu"
+    } else {
+        "tract"
+    }
+}
+
+#[test]
+fn tiny_mlp_train_sample_export_validate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let teacher = tmp.path().join("teacher");
+    ok(&["teacher", "train", "--dataset", "two-moons", "--preset", "tiny", "--iters", "60", "--out", s(&teacher)]);
+    for f in ["config.json", "model.safetensors", "train_state.safetensors", "loss.csv", "loss.png"] {
+        assert!(teacher.join(f).is_file(), "{f} missing");
+    }
+    let raw = tmp.path().join("x.safetensors");
+    ok(&["sample", "--model", s(&teacher), "--steps", "8", "--count", "16", "--out", s(&raw)]);
+    let x = common::load(&raw);
+    assert_eq!(x["sample"].dims(), &[16, 2]);
+    assert!(common::vec(&x["sample"]).iter().all(|v| v.is_finite()));
+
+    // parent folders are created
+    let graph = tmp.path().join("a/b/model.onnx");
+    ok(&["export", "--model", s(&teacher), "--steps", "4", "--out", s(&graph)]);
+    let dir = graph.parent().unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["sampler"]["timesteps"], serde_json::json!([999, 749, 499, 249]));
+    assert_eq!(manifest["inputs"][0]["shape"], serde_json::json!(["batch", "2"]));
+    let init = manifest["initializer_bytes"].as_f64().unwrap();
+    let params = manifest["denoiser_parameter_bytes"].as_f64().unwrap();
+    assert!(init <= params * 1.05, "4-step graph stores {init} B of initializers for {params} B of weights");
+    let reference = common::load(&dir.join("reference.safetensors"));
+    assert!(reference.contains_key("noise") && reference.contains_key("image"));
+
+    let json = ok(&["validate", s(&graph), "--runtimes", runtimes(), "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(report["passed"], true);
+    for rt in report["runtimes"].as_array().unwrap() {
+        assert_eq!(rt["status"], "pass");
+        assert!(rt["outputs"][0]["max_abs"].as_f64().unwrap() <= 1e-4);
+    }
+
+    // graph summary snapshot: an unintended change to the exported graph shows up as a diff
+    let bytes = std::fs::read(&graph).unwrap();
+    let summary = flashctl_exporters::summarize(&flashctl_exporters::decode_model(&bytes).unwrap());
+    insta::assert_json_snapshot!("tiny_mlp_4step_summary", summary);
+
+    // a reference that no longer matches is a parity failure: exit 1
+    let mut tampered = reference.clone();
+    let img = &tampered["image"];
+    tampered.insert("image".into(), (img + 0.01).unwrap());
+    let bad_ref = tmp.path().join("bad_ref.safetensors");
+    candle_core::safetensors::save(&tampered, &bad_ref).unwrap();
+    let o = flashctl(&["validate", s(&graph), "--runtimes", "tract", "--reference", s(&bad_ref)]);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn resumed_training_equals_uninterrupted_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    ok(&["teacher", "train", "--dataset", "checkerboard", "--preset", "tiny", "--iters", "40", "--seed", "3", "--out", s(&a)]);
+    ok(&["teacher", "train", "--dataset", "checkerboard", "--preset", "tiny", "--iters", "20", "--seed", "3", "--out", s(&b)]);
+    ok(&["teacher", "train", "--dataset", "checkerboard", "--preset", "tiny", "--iters", "40", "--seed", "3", "--out", s(&b), "--resume"]);
+    let wa = std::fs::read(a.join("model.safetensors")).unwrap();
+    let wb = std::fs::read(b.join("model.safetensors")).unwrap();
+    assert!(wa == wb, "resumed weights differ from an uninterrupted run");
+    let la = std::fs::read_to_string(a.join("loss.csv")).unwrap();
+    let lb = std::fs::read_to_string(b.join("loss.csv")).unwrap();
+    assert_eq!(la, lb);
+}
+
+fn write_png_folder(dir: &Path, n: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..n {
+        let img = image::GrayImage::from_fn(8, 8, |x, y| image::Luma([((x * 30 + y * 5 + i as u32 * 17) % 256) as u8]));
+        img.save(dir.join(format!("{i}.png"))).unwrap();
+    }
+}
+
+#[test]
+fn tiny_unet_on_png_folder_exports_and_validates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pngs = tmp.path().join("pngs");
+    write_png_folder(&pngs, 6);
+    let teacher = tmp.path().join("unet");
+    ok(&["teacher", "train", "--dataset", s(&pngs), "--image-size", "8", "--preset", "tiny", "--iters", "3", "--out", s(&teacher)]);
+    ok(&["sample", "--model", s(&teacher), "--steps", "2", "--count", "4", "--png", s(&tmp.path().join("grid.png"))]);
+    assert!(tmp.path().join("grid.png").is_file());
+    let graph = tmp.path().join("e/model.onnx");
+    ok(&["export", "--model", s(&teacher), "--steps", "2", "--out", s(&graph)]);
+    let json = ok(&["validate", s(&graph), "--runtimes", runtimes(), "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(report["passed"], true, "{json}");
+    let bytes = std::fs::read(&graph).unwrap();
+    let summary = flashctl_exporters::summarize(&flashctl_exporters::decode_model(&bytes).unwrap());
+    insta::assert_json_snapshot!("tiny_unet_2step_summary", summary);
+}
+
+fn write_idx_gz(path: &Path, dims: &[u32], data: &[u8]) {
+    use std::io::Write;
+    let mut raw = vec![0, 0, 8, dims.len() as u8];
+    for d in dims {
+        raw.extend(d.to_be_bytes());
+    }
+    raw.extend(data);
+    let mut enc = flate2::write::GzEncoder::new(std::fs::File::create(path).unwrap(), flate2::Compression::fast());
+    enc.write_all(&raw).unwrap();
+    enc.finish().unwrap();
+}
+
+#[test]
+fn fashion_mnist_idx_class_conditional_unet() {
+    // a tiny IDX set in Fashion-MNIST's layout (28x28, 10 labels), read through --data-dir
+    let tmp = tempfile::tempdir().unwrap();
+    let n = 12u32;
+    let pixels: Vec<u8> = (0..n * 28 * 28).map(|i| (i * 7 % 251) as u8).collect();
+    let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+    write_idx_gz(&tmp.path().join("train-images-idx3-ubyte.gz"), &[n, 28, 28], &pixels);
+    write_idx_gz(&tmp.path().join("train-labels-idx1-ubyte.gz"), &[n], &labels);
+    let teacher = tmp.path().join("fm");
+    ok(&["teacher", "train", "--dataset", "fashion-mnist", "--data-dir", s(tmp.path()), "--preset", "tiny", "--iters", "2", "--out", s(&teacher)]);
+    let graph = tmp.path().join("e/model.onnx");
+    ok(&["export", "--model", s(&teacher), "--steps", "1", "--out", s(&graph)]);
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tmp.path().join("e/manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["inputs"][1]["name"], "class_labels");
+    assert_eq!(manifest["inputs"][1]["dtype"], "int64");
+    ok(&["validate", s(&graph), "--runtimes", runtimes()]);
+    // a truncated IDX file is named in a one-line error
+    let bad = tmp.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    write_idx_gz(&bad.join("train-images-idx3-ubyte.gz"), &[n, 28, 28], &pixels[..100]);
+    write_idx_gz(&bad.join("train-labels-idx1-ubyte.gz"), &[n], &labels);
+    let (code, err) = fails(&["teacher", "train", "--dataset", "fashion-mnist", "--data-dir", s(&bad), "--preset", "tiny", "--iters", "1", "--out", s(&tmp.path().join("x"))]);
+    assert_eq!(code, 2);
+    assert!(err.contains("train-images-idx3-ubyte") && err.contains("truncated"), "{err}");
+}
+
+#[test]
+fn bad_inputs_give_one_line_errors_and_nonzero_exit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |r: &str| -> PathBuf { tmp.path().join(r) };
+    // missing model directory
+    let (code, err) = fails(&["export", "--model", s(&p("nope")), "--steps", "2", "--out", s(&p("o/model.onnx"))]);
+    assert_eq!(code, 2);
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(!p("o").exists(), "a failed export must not leave files behind");
+    // unknown dataset
+    let (code, err) = fails(&["teacher", "train", "--dataset", "imagenet-or-typo", "--out", s(&p("t"))]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown dataset"), "{err}");
+    // a real teacher, then broken copies of it
+    let teacher = p("teacher");
+    ok(&["teacher", "train", "--dataset", "gaussian-mixture", "--preset", "tiny", "--iters", "5", "--out", s(&teacher)]);
+    let (code, err) = fails(&["export", "--model", s(&teacher), "--steps", "0", "--out", s(&p("o/model.onnx"))]);
+    assert_eq!(code, 2);
+    assert!(err.contains("steps"), "{err}");
+    let (code, _) = fails(&["export", "--model", s(&teacher), "--steps", "5000", "--out", s(&p("o/model.onnx"))]);
+    assert_eq!(code, 2);
+    // truncated weights
+    let broken = p("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::copy(teacher.join("config.json"), broken.join("config.json")).unwrap();
+    let w = std::fs::read(teacher.join("model.safetensors")).unwrap();
+    std::fs::write(broken.join("model.safetensors"), &w[..w.len() / 2]).unwrap();
+    let (code, err) = fails(&["sample", "--model", s(&broken), "--steps", "2"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("truncated"), "{err}");
+    // NaN weights
+    let mut t = common::load(&teacher.join("model.safetensors"));
+    let k = t.keys().next().unwrap().clone();
+    let nan = (t[&k].clone() * f64::NAN).unwrap();
+    t.insert(k, nan);
+    candle_core::safetensors::save(&t, broken.join("model.safetensors")).unwrap();
+    let (code, err) = fails(&["export", "--model", s(&broken), "--steps", "2", "--out", s(&p("o/model.onnx"))]);
+    assert_eq!(code, 2);
+    assert!(err.contains("NaN"), "{err}");
+    // malformed and truncated ONNX
+    std::fs::write(p("junk.onnx"), b"definitely not protobuf \xff\xff\xff").unwrap();
+    let (code, err) = fails(&["validate", s(&p("junk.onnx"))]);
+    assert_eq!(code, 2);
+    assert!(err.contains("malformed") || err.contains("ONNX"), "{err}");
+    let graph = p("g/model.onnx");
+    ok(&["export", "--model", s(&teacher), "--steps", "2", "--out", s(&graph)]);
+    let g = std::fs::read(&graph).unwrap();
+    std::fs::write(p("g/cut.onnx"), &g[..g.len() * 2 / 3]).unwrap();
+    let (code, _) = fails(&["validate", s(&p("g/cut.onnx")), "--reference", s(&p("g/reference.safetensors"))]);
+    assert_eq!(code, 2);
+    // a runtime that is not built in is reported unavailable, never a pass
+    let o = flashctl(&["validate", s(&graph), "--runtimes", "tract,ort-tensorrt", "--json"]);
+    assert_eq!(o.status.code(), Some(2));
+    let report: serde_json::Value = serde_json::from_str(&String::from_utf8_lossy(&o.stdout)).unwrap();
+    assert_eq!(report["runtimes"][1]["status"], "unavailable");
+    // resume without a checkpoint
+    let (code, err) = fails(&["teacher", "train", "--dataset", "two-moons", "--out", s(&p("fresh")), "--resume"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--resume"), "{err}");
+}
