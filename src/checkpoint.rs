@@ -68,9 +68,16 @@ pub fn load(dir: &Path, device: &Device) -> Result<LoadedModel, CheckpointError>
     }
     let cfg_path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| bad(&cfg_path, e))?;
-    let config: ModelConfig = serde_json::from_str(&text).map_err(|e| bad(&cfg_path, format!("invalid config: {e}")))?;
+    let config: ModelConfig =
+        serde_json::from_str(&text).map_err(|e| bad(&cfg_path, format!("invalid config: {e}")))?;
     if config.schema_version != SCHEMA_VERSION {
-        return Err(bad(&cfg_path, format!("schema_version {} (this flashctl reads {SCHEMA_VERSION})", config.schema_version)));
+        return Err(bad(
+            &cfg_path,
+            format!(
+                "schema_version {} (this flashctl reads {SCHEMA_VERSION})",
+                config.schema_version
+            ),
+        ));
     }
     let wpath = dir.join(WEIGHTS_FILE);
     let weights = load_tensors(&wpath, device)?;
@@ -82,7 +89,10 @@ pub fn load(dir: &Path, device: &Device) -> Result<LoadedModel, CheckpointError>
 }
 
 /// Read a safetensors file fully (no mmap), checking every float tensor is finite.
-pub fn load_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>, CheckpointError> {
+pub fn load_tensors(
+    path: &Path,
+    device: &Device,
+) -> Result<HashMap<String, Tensor>, CheckpointError> {
     let bytes = std::fs::read(path).map_err(|e| bad(path, e))?;
     let tensors = candle_core::safetensors::load_buffer(&bytes, device)
         .map_err(|e| bad(path, format!("corrupt or truncated safetensors: {e}")))?;
@@ -118,6 +128,9 @@ pub fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> anyhow::R
 }
 
 pub fn save_config(dir: &Path, cfg: &ModelConfig) -> anyhow::Result<()> {
-    write_atomic(&dir.join(CONFIG_FILE), serde_json::to_string_pretty(cfg)?.as_bytes())?;
+    write_atomic(
+        &dir.join(CONFIG_FILE),
+        serde_json::to_string_pretty(cfg)?.as_bytes(),
+    )?;
     Ok(())
 }

@@ -5,7 +5,11 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "flashctl", version, about = "Distil diffusion teachers into few-step students, export the sampler as ONE ONNX graph, validate parity across runtimes")]
+#[command(
+    name = "flashctl",
+    version,
+    about = "Distil diffusion teachers into few-step students, export the sampler as ONE ONNX graph, validate parity across runtimes"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

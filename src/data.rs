@@ -105,13 +105,6 @@ impl Dataset {
         }
     }
 
-    pub fn len(&self) -> Option<usize> {
-        match self {
-            Dataset::Toy(_) => None,
-            Dataset::Images { shape, pixels, .. } => Some(pixels.len() / shape.iter().product::<usize>()),
-        }
-    }
-
     /// A random batch: flat values [B * prod(shape)] and labels when the set has them.
     pub fn batch(&self, rng: &mut StdRng, b: usize) -> (Vec<f32>, Option<Vec<i64>>) {
         match self {
@@ -125,7 +118,10 @@ impl Dataset {
                 let per = shape.iter().product::<usize>();
                 let n = pixels.len() / per;
                 let idx: Vec<usize> = (0..b).map(|_| rng.gen_range(0..n)).collect();
-                let x = idx.iter().flat_map(|&i| pixels[i * per..(i + 1) * per].iter().copied()).collect();
+                let x = idx
+                    .iter()
+                    .flat_map(|&i| pixels[i * per..(i + 1) * per].iter().copied())
+                    .collect();
                 let y = labels.as_ref().map(|l| idx.iter().map(|&i| l[i]).collect());
                 (x, y)
             }
@@ -134,13 +130,19 @@ impl Dataset {
 }
 
 /// Open a dataset by name, or a PNG folder by path. `data_dir` overrides Fashion-MNIST's location.
-pub fn open(name: &str, data_dir: Option<&Path>, image_size: Option<usize>) -> Result<Dataset, DataError> {
+pub fn open(
+    name: &str,
+    data_dir: Option<&Path>,
+    image_size: Option<usize>,
+) -> Result<Dataset, DataError> {
     match name {
         "checkerboard" => Ok(Dataset::Toy(Toy2d::Checkerboard)),
         "gaussian-mixture" => Ok(Dataset::Toy(Toy2d::GaussianMixture)),
         "two-moons" => Ok(Dataset::Toy(Toy2d::TwoMoons)),
         "fashion-mnist" => {
-            let dir = data_dir.map(PathBuf::from).unwrap_or_else(|| PathBuf::from(FASHION_MNIST_DEFAULT_DIR));
+            let dir = data_dir
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(FASHION_MNIST_DEFAULT_DIR));
             fashion_mnist(&dir)
         }
         other => {
@@ -182,7 +184,14 @@ pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<(Vec<usize>, Vec<u8>), Dat
         .collect();
     let n: usize = dims.iter().product();
     if bytes.len() != header + n {
-        return Err(ferr(path, format!("truncated IDX data: expected {} bytes, found {}", header + n, bytes.len())));
+        return Err(ferr(
+            path,
+            format!(
+                "truncated IDX data: expected {} bytes, found {}",
+                header + n,
+                bytes.len()
+            ),
+        ));
     }
     Ok((dims, bytes[header..].to_vec()))
 }
@@ -207,7 +216,10 @@ pub fn fashion_mnist(dir: &Path) -> Result<Dataset, DataError> {
     let (idims, ibytes) = parse_idx(&read_maybe_gz(&ip)?, &ip)?;
     let (ldims, lbytes) = parse_idx(&read_maybe_gz(&lp)?, &lp)?;
     if idims.len() != 3 || ldims.len() != 1 || idims[0] != ldims[0] {
-        return Err(ferr(&ip, format!("image dims {idims:?} do not match label dims {ldims:?}")));
+        return Err(ferr(
+            &ip,
+            format!("image dims {idims:?} do not match label dims {ldims:?}"),
+        ));
     }
     Ok(Dataset::Images {
         name: "fashion-mnist".into(),
@@ -224,7 +236,11 @@ pub fn png_folder(dir: &Path, size: usize) -> Result<Dataset, DataError> {
         .map_err(|e| ferr(dir, e))?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.extension().map(|e| e.eq_ignore_ascii_case("png")).unwrap_or(false))
+        .filter(|p| {
+            p.extension()
+                .map(|e| e.eq_ignore_ascii_case("png"))
+                .unwrap_or(false)
+        })
         .collect();
     files.sort();
     if files.is_empty() {
@@ -238,9 +254,16 @@ pub fn png_folder(dir: &Path, size: usize) -> Result<Dataset, DataError> {
     let c = if gray { 1 } else { 3 };
     let mut pixels = Vec::with_capacity(imgs.len() * c * size * size);
     for img in &imgs {
-        let r = img.resize_exact(size as u32, size as u32, image::imageops::FilterType::Triangle);
+        let r = img.resize_exact(
+            size as u32,
+            size as u32,
+            image::imageops::FilterType::Triangle,
+        );
         let planar = |buf: Vec<u8>, ch: usize| {
-            (0..ch).flat_map(move |k| (0..size * size).map(move |i| (k, i))).map(move |(k, i)| buf[i * ch + k] as f32 / 127.5 - 1.0).collect::<Vec<_>>()
+            (0..ch)
+                .flat_map(move |k| (0..size * size).map(move |i| (k, i)))
+                .map(move |(k, i)| buf[i * ch + k] as f32 / 127.5 - 1.0)
+                .collect::<Vec<_>>()
         };
         if gray {
             pixels.extend(planar(r.to_luma8().into_raw(), 1));

@@ -13,18 +13,56 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
     opts.iters = args.iters.unwrap_or(2000);
     opts.seed = args.seed;
     let teacher = args.out.join("teacher");
-    let tr = train::train_teacher(&ds, denoiser, train::default_schedule(&ds), opts, &teacher, false, true)?;
-    let s50 = sample::sample(&teacher, Some(50), None, 2000, 1, &args.out.join("teacher_50step.png"), None)?;
-    let s4 = sample::sample(&teacher, Some(4), None, 2000, 1, &args.out.join("teacher_4step.png"), None)?;
+    let tr = train::train_teacher(
+        &ds,
+        denoiser,
+        train::default_schedule(&ds),
+        opts,
+        &teacher,
+        false,
+        true,
+    )?;
+    let s50 = sample::sample(
+        &teacher,
+        Some(50),
+        None,
+        2000,
+        1,
+        &args.out.join("teacher_50step.png"),
+        None,
+    )?;
+    let s4 = sample::sample(
+        &teacher,
+        Some(4),
+        None,
+        2000,
+        1,
+        &args.out.join("teacher_4step.png"),
+        None,
+    )?;
     let graph = args.out.join("export/model.onnx");
     let ex = export::export(&teacher, Some(4), None, &graph)?;
     let runtimes = vec!["tract".to_string(), "ort-cpu".to_string()];
     let v = validation::validate(&graph, None, &runtimes, Tolerance::FP32, 20)?;
     println!();
     println!("flashctl demo — {} teacher, CPU", ds.name());
-    println!("  train    {} iters   loss first {:.4}  final(avg 50) {:.4}   -> {}", tr.iters, tr.first_loss, tr.final_loss, tr.out_dir.display());
-    println!("  sample   50-step DDIM {:.2}s -> {}", s50.seconds, s50.png.display());
-    println!("  sample    4-step DDIM {:.2}s -> {}", s4.seconds, s4.png.display());
+    println!(
+        "  train    {} iters   loss first {:.4}  final(avg 50) {:.4}   -> {}",
+        tr.iters,
+        tr.first_loss,
+        tr.final_loss,
+        tr.out_dir.display()
+    );
+    println!(
+        "  sample   50-step DDIM {:.2}s -> {}",
+        s50.seconds,
+        s50.png.display()
+    );
+    println!(
+        "  sample    4-step DDIM {:.2}s -> {}",
+        s4.seconds,
+        s4.png.display()
+    );
     println!(
         "  export   4-step graph  {:.2}s  {} nodes, initializers {} B vs denoiser params {} B ({:+.2}%) -> {}",
         ex.seconds,
@@ -35,7 +73,11 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
         ex.graph_path.display()
     );
     validation::print_table(&v);
-    println!("  wrote    {}, {}", ex.manifest_path.display(), ex.reference_path.display());
+    println!(
+        "  wrote    {}, {}",
+        ex.manifest_path.display(),
+        ex.reference_path.display()
+    );
     println!("  total    {:.1}s", t0.elapsed().as_secs_f64());
     Ok(v.passed)
 }

@@ -5,7 +5,9 @@ use crate::checkpoint::{self, LoadedModel};
 use crate::sampler::{self, SamplerKind, SamplerPlan};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
-use flashctl_exporters::{check::check_structure, encode_model, summarize, to_model_proto, ExportMeta};
+use flashctl_exporters::{
+    check::check_structure, encode_model, summarize, to_model_proto, ExportMeta,
+};
 use flashctl_graphs::{Dim, EagerOps, Graph, TraceOps};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -55,7 +57,10 @@ pub struct ExportReport {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Trace the K-step sampler of `model` into the graph IR.
@@ -66,15 +71,23 @@ pub fn trace_sampler(model: &LoadedModel, plan: &SamplerPlan) -> Result<Graph> {
     let mut shape = vec![Dim::Batch];
     shape.extend(d.sample_shape().into_iter().map(Dim::Known));
     let noise = ops.input("noise", flashctl_graphs::DType::F32, shape);
-    let labels = d
-        .num_classes()
-        .map(|_| ops.input("class_labels", flashctl_graphs::DType::I64, vec![Dim::Batch]));
+    let labels = d.num_classes().map(|_| {
+        ops.input(
+            "class_labels",
+            flashctl_graphs::DType::I64,
+            vec![Dim::Batch],
+        )
+    });
     let image = sampler::sample(&ops, d, plan, &noise, labels.as_ref())?;
     Ok(ops.finish(&[("image", &image)])?)
 }
 
 /// Reference inputs: seeded standard-normal noise and (for class-conditional models) labels.
-pub fn reference_inputs(model: &LoadedModel, batch: usize, seed: u64) -> Result<(Tensor, Option<Tensor>)> {
+pub fn reference_inputs(
+    model: &LoadedModel,
+    batch: usize,
+    seed: u64,
+) -> Result<(Tensor, Option<Tensor>)> {
     let d = &model.config.denoiser;
     let mut shape = vec![batch];
     shape.extend(d.sample_shape());
@@ -83,19 +96,39 @@ pub fn reference_inputs(model: &LoadedModel, batch: usize, seed: u64) -> Result<
     let v: Vec<f32> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
     let noise = Tensor::from_vec(v, shape, &Device::Cpu)?;
     let labels = match d.num_classes() {
-        Some(k) => Some(Tensor::from_vec((0..batch).map(|i| (i % k) as i64).collect::<Vec<_>>(), batch, &Device::Cpu)?),
+        Some(k) => Some(Tensor::from_vec(
+            (0..batch).map(|i| (i % k) as i64).collect::<Vec<_>>(),
+            batch,
+            &Device::Cpu,
+        )?),
         None => None,
     };
     Ok((noise, labels))
 }
 
 /// The eager sampler: what `flashctl sample` runs and what the exported graph must reproduce.
-pub fn eager_sample(model: &LoadedModel, plan: &SamplerPlan, noise: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
+pub fn eager_sample(
+    model: &LoadedModel,
+    plan: &SamplerPlan,
+    noise: &Tensor,
+    labels: Option<&Tensor>,
+) -> Result<Tensor> {
     let ops = EagerOps::new(model.var_builder(noise.device()));
-    Ok(sampler::sample(&ops, &model.config.denoiser, plan, noise, labels)?)
+    Ok(sampler::sample(
+        &ops,
+        &model.config.denoiser,
+        plan,
+        noise,
+        labels,
+    )?)
 }
 
-pub fn export(model_dir: &Path, steps: Option<usize>, kind: Option<SamplerKind>, out: &Path) -> Result<ExportReport> {
+pub fn export(
+    model_dir: &Path,
+    steps: Option<usize>,
+    kind: Option<SamplerKind>,
+    out: &Path,
+) -> Result<ExportReport> {
     let start = std::time::Instant::now();
     if out.extension().map(|e| e != "onnx").unwrap_or(true) {
         bail!("--out must name a .onnx file, got {}", out.display());
@@ -103,7 +136,8 @@ pub fn export(model_dir: &Path, steps: Option<usize>, kind: Option<SamplerKind>,
     let model = checkpoint::load(model_dir, &Device::Cpu)?;
     let steps = steps.unwrap_or(model.config.sampler.steps);
     let kind = kind.unwrap_or(model.config.sampler.kind);
-    let plan = sampler::plan(kind, &model.config.schedule, steps).map_err(|e| anyhow::anyhow!("--steps {steps}: {e}"))?;
+    let plan = sampler::plan(kind, &model.config.schedule, steps)
+        .map_err(|e| anyhow::anyhow!("--steps {steps}: {e}"))?;
     // 1. trace and lower
     let graph = trace_sampler(&model, &plan).context("tracing the sampler")?;
     let meta = ExportMeta {
@@ -128,7 +162,10 @@ pub fn export(model_dir: &Path, steps: Option<usize>, kind: Option<SamplerKind>,
     }
     reference.insert("image".to_string(), image);
     // 3. write graph, reference and manifest (each atomically)
-    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let reference_path = dir.join(REFERENCE_FILE);
     let manifest_path = dir.join(MANIFEST_FILE);
@@ -154,7 +191,10 @@ pub fn export(model_dir: &Path, steps: Option<usize>, kind: Option<SamplerKind>,
         reference: REFERENCE_FILE.into(),
         reference_seed: seed,
     };
-    checkpoint::write_atomic(&manifest_path, serde_json::to_string_pretty(&manifest)?.as_bytes())?;
+    checkpoint::write_atomic(
+        &manifest_path,
+        serde_json::to_string_pretty(&manifest)?.as_bytes(),
+    )?;
     Ok(ExportReport {
         graph_path: out.to_path_buf(),
         manifest_path,

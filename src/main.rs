@@ -13,7 +13,9 @@ enum Outcome {
 }
 
 fn parse_sampler(s: &Option<String>) -> anyhow::Result<Option<SamplerKind>> {
-    s.as_deref().map(|s| s.parse().map_err(|e: String| anyhow::anyhow!(e))).transpose()
+    s.as_deref()
+        .map(|s| s.parse().map_err(|e: String| anyhow::anyhow!(e)))
+        .transpose()
 }
 
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
@@ -35,14 +37,42 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 opts.checkpoint_every = c.max(1);
             }
             opts.seed = a.seed;
-            let r = train::train_teacher(&ds, denoiser, train::default_schedule(&ds), opts, &a.out, a.resume, true)?;
-            println!("trained {} iters: loss first {:.4}, final (mean of last 50) {:.4} -> {}", r.iters, r.first_loss, r.final_loss, r.out_dir.display());
+            let r = train::train_teacher(
+                &ds,
+                denoiser,
+                train::default_schedule(&ds),
+                opts,
+                &a.out,
+                a.resume,
+                true,
+            )?;
+            println!(
+                "trained {} iters: loss first {:.4}, final (mean of last 50) {:.4} -> {}",
+                r.iters,
+                r.first_loss,
+                r.final_loss,
+                r.out_dir.display()
+            );
             Ok(Outcome::Ok)
         }
         Command::Sample(a) => {
             let png = a.png.clone().unwrap_or_else(|| a.model.join("samples.png"));
-            let r = sample::sample(&a.model, a.steps, parse_sampler(&a.sampler)?, a.count.max(1), a.seed, &png, a.out.as_deref())?;
-            println!("sampled {} x {}-step in {:.2}s -> {}", a.count, r.steps, r.seconds, r.png.display());
+            let r = sample::sample(
+                &a.model,
+                a.steps,
+                parse_sampler(&a.sampler)?,
+                a.count.max(1),
+                a.seed,
+                &png,
+                a.out.as_deref(),
+            )?;
+            println!(
+                "sampled {} x {}-step in {:.2}s -> {}",
+                a.count,
+                r.steps,
+                r.seconds,
+                r.png.display()
+            );
             if let Some(t) = r.tensor {
                 println!("raw samples -> {}", t.display());
             }
@@ -58,23 +88,41 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 r.parameter_bytes,
                 r.seconds
             );
-            println!("manifest -> {}\nreference -> {}", r.manifest_path.display(), r.reference_path.display());
+            println!(
+                "manifest -> {}\nreference -> {}",
+                r.manifest_path.display(),
+                r.reference_path.display()
+            );
             Ok(Outcome::Ok)
         }
         Command::Validate(a) => {
-            let tol = Tolerance { atol: a.atol, rtol: a.rtol };
-            let r = validation::validate(&a.graph, a.reference.as_deref(), &a.runtimes, tol, a.runs)?;
+            let tol = Tolerance {
+                atol: a.atol,
+                rtol: a.rtol,
+            };
+            let r =
+                validation::validate(&a.graph, a.reference.as_deref(), &a.runtimes, tol, a.runs)?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 validation::print_table(&r);
             }
             if r.runtimes.iter().any(|x| x.status == "unavailable") {
-                return Err(BadInput("a requested runtime is unavailable (see report)".into()).into());
+                return Err(
+                    BadInput("a requested runtime is unavailable (see report)".into()).into(),
+                );
             }
-            Ok(if r.passed { Outcome::Ok } else { Outcome::ParityFailure })
+            Ok(if r.passed {
+                Outcome::Ok
+            } else {
+                Outcome::ParityFailure
+            })
         }
-        Command::Demo(a) => Ok(if demo::run(&a)? { Outcome::Ok } else { Outcome::ParityFailure }),
+        Command::Demo(a) => Ok(if demo::run(&a)? {
+            Outcome::Ok
+        } else {
+            Outcome::ParityFailure
+        }),
     }
 }
 

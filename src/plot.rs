@@ -25,10 +25,19 @@ pub fn loss_curve(path: &Path, losses: &[(usize, f32)]) -> Result<()> {
         let root = BitMapBackend::new(&tmp, (640, 400)).into_drawing_area();
         root.fill(&WHITE)?;
         let xs = losses.last().unwrap().0.max(1) as f64;
-        let logs: Vec<f64> = losses.iter().map(|l| (l.1.max(1e-8) as f64).log10()).collect();
+        let logs: Vec<f64> = losses
+            .iter()
+            .map(|l| (l.1.max(1e-8) as f64).log10())
+            .collect();
         let lo = logs.iter().cloned().fold(f64::INFINITY, f64::min);
-        let hi = logs.iter().cloned().fold(f64::NEG_INFINITY, f64::max).max(lo + 1e-3);
-        let mut chart = ChartBuilder::on(&root).margin(20).build_cartesian_2d(0f64..xs, lo..hi)?;
+        let hi = logs
+            .iter()
+            .cloned()
+            .fold(f64::NEG_INFINITY, f64::max)
+            .max(lo + 1e-3);
+        let mut chart = ChartBuilder::on(&root)
+            .margin(20)
+            .build_cartesian_2d(0f64..xs, lo..hi)?;
         chart.draw_series(LineSeries::new(
             losses.iter().zip(&logs).map(|(l, &y)| (l.0 as f64, y)),
             BLUE,
@@ -36,10 +45,18 @@ pub fn loss_curve(path: &Path, losses: &[(usize, f32)]) -> Result<()> {
         // running mean over 50 iterations makes the trend readable
         let w = 50.min(logs.len());
         let smooth: Vec<(f64, f64)> = (w - 1..logs.len())
-            .map(|i| (losses[i].0 as f64, logs[i + 1 - w..=i].iter().sum::<f64>() / w as f64))
+            .map(|i| {
+                (
+                    losses[i].0 as f64,
+                    logs[i + 1 - w..=i].iter().sum::<f64>() / w as f64,
+                )
+            })
             .collect();
         chart.draw_series(LineSeries::new(smooth, RED.stroke_width(2)))?;
-        root.draw(&Rectangle::new([(20, 20), (620, 380)], BLACK.stroke_width(1)))?;
+        root.draw(&Rectangle::new(
+            [(20, 20), (620, 380)],
+            BLACK.stroke_width(1),
+        ))?;
         root.present()?;
     }
     finish(&tmp, path)
@@ -51,9 +68,19 @@ pub fn scatter(path: &Path, points: &[[f32; 2]], reference: &[[f32; 2]]) -> Resu
     {
         let root = BitMapBackend::new(&tmp, (512, 512)).into_drawing_area();
         root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root).margin(10).build_cartesian_2d(-3f32..3f32, -3f32..3f32)?;
-        chart.draw_series(reference.iter().map(|p| Circle::new((p[0], p[1]), 1, RGBColor(180, 180, 180).filled())))?;
-        chart.draw_series(points.iter().map(|p| Circle::new((p[0], p[1]), 1, BLUE.filled())))?;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(10)
+            .build_cartesian_2d(-3f32..3f32, -3f32..3f32)?;
+        chart.draw_series(
+            reference
+                .iter()
+                .map(|p| Circle::new((p[0], p[1]), 1, RGBColor(180, 180, 180).filled())),
+        )?;
+        chart.draw_series(
+            points
+                .iter()
+                .map(|p| Circle::new((p[0], p[1]), 1, BLUE.filled())),
+        )?;
         root.present()?;
     }
     finish(&tmp, path)
@@ -73,13 +100,22 @@ pub fn image_grid(path: &Path, data: &[f32], shape: [usize; 4], cols: usize) -> 
             for x in 0..w {
                 let px = |k: usize| to_u8(data[((i * c + k.min(c - 1)) * h + y) * w + x]);
                 let rgb = [px(0), px(1), px(2)];
-                img.put_pixel((col * (w + 1) + 1 + x) as u32, (r * (h + 1) + 1 + y) as u32, image::Rgb(rgb));
+                img.put_pixel(
+                    (col * (w + 1) + 1 + x) as u32,
+                    (r * (h + 1) + 1 + y) as u32,
+                    image::Rgb(rgb),
+                );
             }
         }
     }
     // scale small images up so the grid is viewable
     let scale = (256 / gw.max(1)).clamp(1, 8);
-    let img = image::imageops::resize(&img, gw * scale, gh * scale, image::imageops::FilterType::Nearest);
+    let img = image::imageops::resize(
+        &img,
+        gw * scale,
+        gh * scale,
+        image::imageops::FilterType::Nearest,
+    );
     let tmp = tmp_of(path);
     img.save_with_format(&tmp, image::ImageFormat::Png)?;
     finish(&tmp, path)

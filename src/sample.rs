@@ -29,7 +29,8 @@ pub fn sample(
     let model = checkpoint::load(model_dir, &Device::Cpu)?;
     let steps = steps.unwrap_or(model.config.sampler.steps);
     let kind = kind.unwrap_or(model.config.sampler.kind);
-    let plan = sampler::plan(kind, &model.config.schedule, steps).map_err(|e| anyhow::anyhow!("--steps {steps}: {e}"))?;
+    let plan = sampler::plan(kind, &model.config.schedule, steps)
+        .map_err(|e| anyhow::anyhow!("--steps {steps}: {e}"))?;
     let (noise, labels) = reference_inputs(&model, count, seed)?;
     let x = eager_sample(&model, &plan, &noise, labels.as_ref())?;
     write_outputs(&x, png, out)?;

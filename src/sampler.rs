@@ -77,7 +77,11 @@ pub fn ddim_plan(cfg: &ScheduleConfig, steps: usize) -> Result<SamplerPlan, Stri
     for &t in &timesteps {
         let prev = t as i64 - ratio;
         let a = ac[t];
-        let a_prev = if prev >= 0 { ac[prev as usize] } else { final_alpha };
+        let a_prev = if prev >= 0 {
+            ac[prev as usize]
+        } else {
+            final_alpha
+        };
         let (x0_x, x0_out, eps_x, eps_out) = prediction_coeffs(cfg.prediction_type, a, t)?;
         plan.push(StepPlan {
             t,
@@ -108,7 +112,9 @@ pub fn euler_plan(cfg: &ScheduleConfig, steps: usize) -> Result<SamplerPlan, Str
     let timesteps = cfg.timesteps(steps)?;
     let sigma = |t: usize| ((1.0 - ac[t]) / ac[t]).sqrt();
     if timesteps.iter().any(|&t| !sigma(t).is_finite()) {
-        return Err("Euler needs finite sigmas; this schedule has zero terminal SNR (use ddim)".into());
+        return Err(
+            "Euler needs finite sigmas; this schedule has zero terminal SNR (use ddim)".into(),
+        );
     }
     let mut plan = vec![];
     for (i, &t) in timesteps.iter().enumerate() {
@@ -161,7 +167,11 @@ fn lin<O: Ops>(o: &O, terms: &[(&O::T, f32)]) -> GResult<O::T> {
         if *c == 0.0 {
             continue;
         }
-        let term = if *c == 1.0 { (*v).clone() } else { o.scale(v, *c)? };
+        let term = if *c == 1.0 {
+            (*v).clone()
+        } else {
+            o.scale(v, *c)?
+        };
         acc = Some(match acc {
             None => term,
             Some(a) => o.add(&a, &term)?,
@@ -189,7 +199,11 @@ pub fn sample<O: Ops>(
     for (i, s) in plan.steps.iter().enumerate() {
         x = o.scoped(&format!("step{i}"), || -> GResult<O::T> {
             let t = o.constant(&[s.t as f32], &[1])?;
-            let x_in = if s.in_scale != 1.0 { o.scale(&x, s.in_scale)? } else { x.clone() };
+            let x_in = if s.in_scale != 1.0 {
+                o.scale(&x, s.in_scale)?
+            } else {
+                x.clone()
+            };
             let out = model.forward(o, &x_in, &t, class_labels)?;
             let mut x0 = lin(o, &[(&x, s.x0_x), (&out, s.x0_out)])?;
             if let Some(r) = s.clip {

@@ -96,7 +96,11 @@ pub fn betas(beta_schedule: BetaSchedule, n: usize, beta_start: f64, beta_end: f
         }
         BetaSchedule::SquaredcosCapV2 => {
             // computed in float64 by diffusers, then stored as float32
-            let alpha_bar = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
+            let alpha_bar = |t: f64| {
+                ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0)
+                    .cos()
+                    .powi(2)
+            };
             (0..n)
                 .map(|i| {
                     let (t1, t2) = (i as f64 / n as f64, (i + 1) as f64 / n as f64);
@@ -161,7 +165,11 @@ impl ScheduleConfig {
             Spacing::Linspace => (0..steps)
                 .rev()
                 .map(|i| {
-                    let v = if steps == 1 { 0.0 } else { i as f64 * (n - 1) as f64 / (steps - 1) as f64 };
+                    let v = if steps == 1 {
+                        0.0
+                    } else {
+                        i as f64 * (n - 1) as f64 / (steps - 1) as f64
+                    };
                     round_half_even(v) as i64
                 })
                 .collect(),
@@ -186,7 +194,9 @@ impl ScheduleConfig {
             }
         };
         if let Some(&bad) = ts.iter().find(|&&t| t < 0 || t as usize >= n) {
-            return Err(format!("timestep {bad} out of range for {n} training steps"));
+            return Err(format!(
+                "timestep {bad} out of range for {n} training steps"
+            ));
         }
         Ok(ts.into_iter().map(|t| t as usize).collect())
     }

@@ -33,12 +33,20 @@ pub fn sample_init(init: Init, shape: &Shape, rng: &mut StdRng) -> Vec<f32> {
         let d = Normal::new(mean, std.max(1e-12)).unwrap();
         (0..n).map(|_| d.sample(rng) as f32).collect()
     };
-    let uniform = |rng: &mut StdRng, lo: f64, up: f64| -> Vec<f32> { (0..n).map(|_| rng.gen_range(lo..up.max(lo + 1e-12)) as f32).collect() };
+    let uniform = |rng: &mut StdRng, lo: f64, up: f64| -> Vec<f32> {
+        (0..n)
+            .map(|_| rng.gen_range(lo..up.max(lo + 1e-12)) as f32)
+            .collect()
+    };
     match init {
         Init::Const(v) => vec![v as f32; n],
         Init::Randn { mean, stdev } => normal(rng, mean, stdev),
         Init::Uniform { lo, up } => uniform(rng, lo, up),
-        Init::Kaiming { dist, fan, non_linearity } => {
+        Init::Kaiming {
+            dist,
+            fan,
+            non_linearity,
+        } => {
             let std = non_linearity.gain() / (fan.for_shape(shape) as f64).sqrt();
             match dist {
                 candle_nn::init::NormalOrUniform::Normal => normal(rng, 0.0, std),
@@ -53,14 +61,20 @@ pub fn sample_init(init: Init, shape: &Shape, rng: &mut StdRng) -> Vec<f32> {
 
 impl SeededVars {
     pub fn new(seed: u64) -> Self {
-        Self { map: VarMap::new(), seed }
+        Self {
+            map: VarMap::new(),
+            seed,
+        }
     }
     pub fn var_map(&self) -> &VarMap {
         &self.map
     }
     pub fn into_var_builder(self, device: &Device) -> (VarMap, VarBuilder<'static>) {
         let map = self.map.clone();
-        (map, VarBuilder::from_backend(Box::new(self), DType::F32, device.clone()))
+        (
+            map,
+            VarBuilder::from_backend(Box::new(self), DType::F32, device.clone()),
+        )
     }
 }
 
@@ -69,7 +83,11 @@ impl SimpleBackend for SeededVars {
         let mut data = self.map.data().lock().unwrap();
         if let Some(v) = data.get(name) {
             if v.shape() != &s {
-                candle_core::bail!("parameter `{name}`: shape {:?}, requested {:?}", v.shape(), s);
+                candle_core::bail!(
+                    "parameter `{name}`: shape {:?}, requested {:?}",
+                    v.shape(),
+                    s
+                );
             }
             return Ok(v.as_tensor().clone());
         }

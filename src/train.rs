@@ -138,9 +138,22 @@ const ADAM_EPS: f64 = 1e-8;
 impl AdamW {
     fn new(vars: Vec<(String, Var)>, lr: f64, wd: f64) -> Result<Self> {
         let zeros = |v: &Var| v.as_tensor().zeros_like();
-        let m = vars.iter().map(|(_, v)| zeros(v)).collect::<candle_core::Result<_>>()?;
-        let v2 = vars.iter().map(|(_, v)| zeros(v)).collect::<candle_core::Result<_>>()?;
-        Ok(Self { vars, m, v: v2, step: 0, lr, wd })
+        let m = vars
+            .iter()
+            .map(|(_, v)| zeros(v))
+            .collect::<candle_core::Result<_>>()?;
+        let v2 = vars
+            .iter()
+            .map(|(_, v)| zeros(v))
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Self {
+            vars,
+            m,
+            v: v2,
+            step: 0,
+            lr,
+            wd,
+        })
     }
 
     fn step(&mut self, grads: &candle_core::backprop::GradStore) -> Result<()> {
@@ -148,7 +161,9 @@ impl AdamW {
         let bc1 = 1.0 - BETA1.powi(self.step as i32);
         let bc2 = 1.0 - BETA2.powi(self.step as i32);
         for (i, (_, var)) in self.vars.iter().enumerate() {
-            let Some(g) = grads.get(var.as_tensor()) else { continue };
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
             self.m[i] = ((&self.m[i] * BETA1)? + (g * (1.0 - BETA1))?)?;
             self.v[i] = ((&self.v[i] * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?;
             let mhat = (&self.m[i] / bc1)?;
@@ -211,10 +226,19 @@ pub fn train_teacher(
         let y = class_tensor(&Some(vec![0]), 1)?;
         denoiser.forward(&ops, &x, &t, y.as_ref())?;
     }
-    let mut vars: Vec<(String, Var)> = varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut vars: Vec<(String, Var)> = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     let mut adam = AdamW::new(vars.clone(), opts.lr, opts.weight_decay)?;
-    let mut ema: HashMap<String, Tensor> = vars.iter().map(|(k, v)| (k.clone(), v.as_tensor().copy().unwrap())).collect();
+    let mut ema: HashMap<String, Tensor> = vars
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().copy().unwrap()))
+        .collect();
     let mut start = 0;
     let mut losses: Vec<(usize, f32)> = vec![];
     // 2. resume from the last checkpoint
@@ -222,12 +246,20 @@ pub fn train_teacher(
     let state_json = out.join("train_state.json");
     if resume {
         if !state_path.exists() {
-            bail!("--resume: no checkpoint in {} (train_state.safetensors missing)", out.display());
+            bail!(
+                "--resume: no checkpoint in {} (train_state.safetensors missing)",
+                out.display()
+            );
         }
         let st: TrainState = serde_json::from_str(&std::fs::read_to_string(&state_json)?)
             .with_context(|| format!("reading {}", state_json.display()))?;
         let saved = checkpoint::load_tensors(&state_path, &device)?;
-        let get = |k: &str| saved.get(k).cloned().with_context(|| format!("{}: tensor `{k}` missing", state_path.display()));
+        let get = |k: &str| {
+            saved
+                .get(k)
+                .cloned()
+                .with_context(|| format!("{}: tensor `{k}` missing", state_path.display()))
+        };
         for (i, (name, var)) in vars.iter().enumerate() {
             var.set(&get(&format!("param.{name}"))?)?;
             adam.m[i] = get(&format!("adam_m.{name}"))?;
@@ -236,13 +268,27 @@ pub fn train_teacher(
         }
         adam.step = st.step;
         start = st.step;
-        losses = read_loss_log(&out.join("loss.csv"))?.into_iter().filter(|(s, _)| *s <= start).collect();
+        losses = read_loss_log(&out.join("loss.csv"))?
+            .into_iter()
+            .filter(|(s, _)| *s <= start)
+            .collect();
     }
     let ac = schedule.alphas_cumprod();
-    let pb = if progress { indicatif::ProgressBar::new(opts.iters as u64) } else { indicatif::ProgressBar::hidden() };
-    pb.set_style(indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed}<{eta}").unwrap());
+    let pb = if progress {
+        indicatif::ProgressBar::new(opts.iters as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed}<{eta}")
+            .unwrap(),
+    );
     pb.set_position(start as u64);
-    let save = |step: usize, adam: &AdamW, ema: &HashMap<String, Tensor>, losses: &[(usize, f32)]| -> Result<()> {
+    let save = |step: usize,
+                adam: &AdamW,
+                ema: &HashMap<String, Tensor>,
+                losses: &[(usize, f32)]|
+     -> Result<()> {
         let mut st = HashMap::new();
         for (i, (name, var)) in vars.iter().enumerate() {
             st.insert(format!("param.{name}"), var.as_tensor().clone());
@@ -252,23 +298,39 @@ pub fn train_teacher(
         }
         checkpoint::save_tensors(&state_path, &st)?;
         checkpoint::save_tensors(&out.join(checkpoint::WEIGHTS_FILE), ema)?;
-        checkpoint::write_atomic(&state_json, serde_json::to_string_pretty(&TrainState { step, options: opts.clone() })?.as_bytes())?;
+        checkpoint::write_atomic(
+            &state_json,
+            serde_json::to_string_pretty(&TrainState {
+                step,
+                options: opts.clone(),
+            })?
+            .as_bytes(),
+        )?;
         let cfg = ModelConfig {
             schema_version: SCHEMA_VERSION,
             role: "teacher".into(),
             dataset: ds.name(),
             denoiser: denoiser.clone(),
             schedule: schedule.clone(),
-            sampler: SamplerDefaults { kind: SamplerKind::Ddim, steps: 50 },
+            sampler: SamplerDefaults {
+                kind: SamplerKind::Ddim,
+                steps: 50,
+            },
         };
         checkpoint::save_config(out, &cfg)?;
-        let csv: String = std::iter::once("step,loss\n".to_string()).chain(losses.iter().map(|(s, l)| format!("{s},{l}\n"))).collect();
+        let csv: String = std::iter::once("step,loss\n".to_string())
+            .chain(losses.iter().map(|(s, l)| format!("{s},{l}\n")))
+            .collect();
         checkpoint::write_atomic(&out.join("loss.csv"), csv.as_bytes())?;
         Ok(())
     };
     // 3. the loop
     for step in start..opts.iters {
-        let mut rng = StdRng::seed_from_u64(opts.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(step as u64));
+        let mut rng = StdRng::seed_from_u64(
+            opts.seed
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .wrapping_add(step as u64),
+        );
         let b = opts.batch;
         let (x0, y) = ds.batch(&mut rng, b);
         let ts: Vec<usize> = (0..b).map(|_| rng.gen_range(0..ac.len())).collect();
@@ -299,7 +361,9 @@ pub fn train_teacher(
         }
         let grads = loss.backward()?;
         adam.step(&grads)?;
-        let decay = opts.ema_decay.min((1.0 + step as f64) / (10.0 + step as f64));
+        let decay = opts
+            .ema_decay
+            .min((1.0 + step as f64) / (10.0 + step as f64));
         for (name, var) in &vars {
             let e = ((&ema[name] * decay)? + (var.as_tensor() * (1.0 - decay))?)?;
             ema.insert(name.clone(), e);
@@ -318,7 +382,7 @@ pub fn train_teacher(
     pb.finish_and_clear();
     crate::plot::loss_curve(&out.join("loss.png"), &losses)?;
     let first = losses.first().map(|l| l.1).unwrap_or(f32::NAN);
-    let n = losses.len().min(50).max(1);
+    let n = losses.len().clamp(1, 50);
     let last = losses.iter().rev().take(n).map(|l| l.1).sum::<f32>() / n as f32;
     Ok(TrainReport {
         first_loss: first,

@@ -4,7 +4,9 @@
 use anyhow::{Context, Result};
 use candle_core::{DType, Device};
 use flashctl_exporters::{check::check_structure, decode_model};
-use flashctl_validate::{compare, runtime_by_name, HostTensor, ParityStats, Tolerance, ValidateError};
+use flashctl_validate::{
+    compare, runtime_by_name, HostTensor, ParityStats, Tolerance, ValidateError,
+};
 use serde::Serialize;
 use std::path::Path;
 
@@ -35,7 +37,8 @@ pub struct BadInput(pub String);
 
 /// Load `reference.safetensors` as host tensors.
 pub fn load_reference(path: &Path) -> Result<Vec<HostTensor>> {
-    let map = crate::checkpoint::load_tensors(path, &Device::Cpu).map_err(|e| BadInput(e.to_string()))?;
+    let map =
+        crate::checkpoint::load_tensors(path, &Device::Cpu).map_err(|e| BadInput(e.to_string()))?;
     let mut out = vec![];
     let mut names: Vec<&String> = map.keys().collect();
     names.sort();
@@ -43,33 +46,61 @@ pub fn load_reference(path: &Path) -> Result<Vec<HostTensor>> {
         let t = &map[name];
         let shape = t.dims().to_vec();
         out.push(match t.dtype() {
-            DType::I64 | DType::U32 | DType::U8 => HostTensor::i64(name, shape, t.to_dtype(DType::I64)?.flatten_all()?.to_vec1()?),
-            _ => HostTensor::f32(name, shape, t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?),
+            DType::I64 | DType::U32 | DType::U8 => HostTensor::i64(
+                name,
+                shape,
+                t.to_dtype(DType::I64)?.flatten_all()?.to_vec1()?,
+            ),
+            _ => HostTensor::f32(
+                name,
+                shape,
+                t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
+            ),
         });
     }
     Ok(out)
 }
 
-pub fn validate(graph: &Path, reference: Option<&Path>, runtimes: &[String], tol: Tolerance, runs: usize) -> Result<ValidationReport> {
+pub fn validate(
+    graph: &Path,
+    reference: Option<&Path>,
+    runtimes: &[String],
+    tol: Tolerance,
+    runs: usize,
+) -> Result<ValidationReport> {
     let bytes = std::fs::read(graph).map_err(|e| BadInput(format!("{}: {e}", graph.display())))?;
     let model = decode_model(&bytes).map_err(|e| BadInput(format!("{}: {e}", graph.display())))?;
     check_structure(&model).map_err(|e| BadInput(format!("{}: {e}", graph.display())))?;
     let g = model.graph.as_ref().unwrap();
     let ref_path = match reference {
         Some(p) => p.to_path_buf(),
-        None => graph.parent().unwrap_or(Path::new(".")).join(crate::export::REFERENCE_FILE),
+        None => graph
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(crate::export::REFERENCE_FILE),
     };
-    let tensors = load_reference(&ref_path).with_context(|| format!("reference {}", ref_path.display()))?;
+    let tensors =
+        load_reference(&ref_path).with_context(|| format!("reference {}", ref_path.display()))?;
     let input_names: Vec<&str> = g.input.iter().map(|i| i.name.as_str()).collect();
-    let inputs: Vec<HostTensor> = tensors.iter().filter(|t| input_names.contains(&t.name.as_str())).cloned().collect();
+    let inputs: Vec<HostTensor> = tensors
+        .iter()
+        .filter(|t| input_names.contains(&t.name.as_str()))
+        .cloned()
+        .collect();
     for name in &input_names {
         if !inputs.iter().any(|t| t.name == *name) {
-            return Err(BadInput(format!("{}: no value for graph input `{name}`", ref_path.display())).into());
+            return Err(BadInput(format!(
+                "{}: no value for graph input `{name}`",
+                ref_path.display()
+            ))
+            .into());
         }
     }
     let mut reports = vec![];
     for rt_name in runtimes {
-        reports.push(run_one(rt_name, &bytes, &inputs, &tensors, &g.output, tol, runs)?);
+        reports.push(run_one(
+            rt_name, &bytes, &inputs, &tensors, &g.output, tol, runs,
+        )?);
     }
     let passed = reports.iter().all(|r| r.status == "pass");
     Ok(ValidationReport {
@@ -139,13 +170,18 @@ fn run_one(
             }
             (Some(a), Some(e)) => {
                 ok = false;
-                report.reason = Some(format!("output `{}` shape {:?} vs reference {:?}", out.name, a.shape, e.shape));
+                report.reason = Some(format!(
+                    "output `{}` shape {:?} vs reference {:?}",
+                    out.name, a.shape, e.shape
+                ));
             }
             (None, _) => {
                 ok = false;
                 report.reason = Some(format!("runtime produced no `{}`", out.name));
             }
-            (_, None) => return Err(BadInput(format!("reference has no output `{}`", out.name)).into()),
+            (_, None) => {
+                return Err(BadInput(format!("reference has no output `{}`", out.name)).into())
+            }
         }
     }
     report.status = if ok { "pass".into() } else { "fail".into() };
@@ -153,18 +189,36 @@ fn run_one(
 }
 
 pub fn print_table(r: &ValidationReport) {
-    println!("validate {}  (tolerance atol {:.0e}, rtol {:.0e})", r.graph, r.tolerance.atol, r.tolerance.rtol);
-    println!("{:<14} {:<12} {:>12} {:>12} {:>12} {:>12}", "runtime", "status", "max abs", "max rel", "p99 abs", "latency ms");
+    println!(
+        "validate {}  (tolerance atol {:.0e}, rtol {:.0e})",
+        r.graph, r.tolerance.atol, r.tolerance.rtol
+    );
+    println!(
+        "{:<14} {:<12} {:>12} {:>12} {:>12} {:>12}",
+        "runtime", "status", "max abs", "max rel", "p99 abs", "latency ms"
+    );
     for rt in &r.runtimes {
-        let (ma, mr, p99) = rt
-            .outputs
-            .iter()
-            .fold((0f64, 0f64, 0f64), |acc, s| (acc.0.max(s.max_abs), acc.1.max(s.max_rel), acc.2.max(s.p99_abs)));
-        let lat = rt.latency_ms.map(|l| format!("{l:.3}")).unwrap_or_else(|| "-".into());
+        let (ma, mr, p99) = rt.outputs.iter().fold((0f64, 0f64, 0f64), |acc, s| {
+            (
+                acc.0.max(s.max_abs),
+                acc.1.max(s.max_rel),
+                acc.2.max(s.p99_abs),
+            )
+        });
+        let lat = rt
+            .latency_ms
+            .map(|l| format!("{l:.3}"))
+            .unwrap_or_else(|| "-".into());
         if rt.outputs.is_empty() {
-            println!("{:<14} {:<12} {:>12} {:>12} {:>12} {:>12}", rt.runtime, rt.status, "-", "-", "-", lat);
+            println!(
+                "{:<14} {:<12} {:>12} {:>12} {:>12} {:>12}",
+                rt.runtime, rt.status, "-", "-", "-", lat
+            );
         } else {
-            println!("{:<14} {:<12} {:>12.3e} {:>12.3e} {:>12.3e} {:>12}", rt.runtime, rt.status, ma, mr, p99, lat);
+            println!(
+                "{:<14} {:<12} {:>12.3e} {:>12.3e} {:>12.3e} {:>12}",
+                rt.runtime, rt.status, ma, mr, p99, lat
+            );
         }
         if let Some(reason) = &rt.reason {
             println!("    {}: {reason}", rt.runtime);

@@ -5,16 +5,27 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn flashctl(args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_flashctl")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_flashctl"))
+        .args(args)
+        .output()
+        .unwrap();
     if std::env::var("FLASHCTL_TEST_VERBOSE").is_ok() {
-        eprintln!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     out
 }
 
 fn ok(args: &[&str]) -> String {
     let o = flashctl(args);
-    assert!(o.status.success(), "flashctl {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "flashctl {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).to_string()
 }
 
@@ -44,26 +55,71 @@ fn runtimes() -> &'static str {
 fn tiny_mlp_train_sample_export_validate() {
     let tmp = tempfile::tempdir().unwrap();
     let teacher = tmp.path().join("teacher");
-    ok(&["teacher", "train", "--dataset", "two-moons", "--preset", "tiny", "--iters", "60", "--out", s(&teacher)]);
-    for f in ["config.json", "model.safetensors", "train_state.safetensors", "loss.csv", "loss.png"] {
+    ok(&[
+        "teacher",
+        "train",
+        "--dataset",
+        "two-moons",
+        "--preset",
+        "tiny",
+        "--iters",
+        "60",
+        "--out",
+        s(&teacher),
+    ]);
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "train_state.safetensors",
+        "loss.csv",
+        "loss.png",
+    ] {
         assert!(teacher.join(f).is_file(), "{f} missing");
     }
     let raw = tmp.path().join("x.safetensors");
-    ok(&["sample", "--model", s(&teacher), "--steps", "8", "--count", "16", "--out", s(&raw)]);
+    ok(&[
+        "sample",
+        "--model",
+        s(&teacher),
+        "--steps",
+        "8",
+        "--count",
+        "16",
+        "--out",
+        s(&raw),
+    ]);
     let x = common::load(&raw);
     assert_eq!(x["sample"].dims(), &[16, 2]);
     assert!(common::vec(&x["sample"]).iter().all(|v| v.is_finite()));
 
     // parent folders are created
     let graph = tmp.path().join("a/b/model.onnx");
-    ok(&["export", "--model", s(&teacher), "--steps", "4", "--out", s(&graph)]);
+    ok(&[
+        "export",
+        "--model",
+        s(&teacher),
+        "--steps",
+        "4",
+        "--out",
+        s(&graph),
+    ]);
     let dir = graph.parent().unwrap();
-    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest["sampler"]["timesteps"], serde_json::json!([999, 749, 499, 249]));
-    assert_eq!(manifest["inputs"][0]["shape"], serde_json::json!(["batch", "2"]));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(
+        manifest["sampler"]["timesteps"],
+        serde_json::json!([999, 749, 499, 249])
+    );
+    assert_eq!(
+        manifest["inputs"][0]["shape"],
+        serde_json::json!(["batch", "2"])
+    );
     let init = manifest["initializer_bytes"].as_f64().unwrap();
     let params = manifest["denoiser_parameter_bytes"].as_f64().unwrap();
-    assert!(init <= params * 1.05, "4-step graph stores {init} B of initializers for {params} B of weights");
+    assert!(
+        init <= params * 1.05,
+        "4-step graph stores {init} B of initializers for {params} B of weights"
+    );
     let reference = common::load(&dir.join("reference.safetensors"));
     assert!(reference.contains_key("noise") && reference.contains_key("image"));
 
@@ -86,7 +142,14 @@ fn tiny_mlp_train_sample_export_validate() {
     tampered.insert("image".into(), (img + 0.01).unwrap());
     let bad_ref = tmp.path().join("bad_ref.safetensors");
     candle_core::safetensors::save(&tampered, &bad_ref).unwrap();
-    let o = flashctl(&["validate", s(&graph), "--runtimes", "tract", "--reference", s(&bad_ref)]);
+    let o = flashctl(&[
+        "validate",
+        s(&graph),
+        "--runtimes",
+        "tract",
+        "--reference",
+        s(&bad_ref),
+    ]);
     assert_eq!(o.status.code(), Some(1));
 }
 
@@ -94,9 +157,49 @@ fn tiny_mlp_train_sample_export_validate() {
 fn resumed_training_equals_uninterrupted_training() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    ok(&["teacher", "train", "--dataset", "checkerboard", "--preset", "tiny", "--iters", "40", "--seed", "3", "--out", s(&a)]);
-    ok(&["teacher", "train", "--dataset", "checkerboard", "--preset", "tiny", "--iters", "20", "--seed", "3", "--out", s(&b)]);
-    ok(&["teacher", "train", "--dataset", "checkerboard", "--preset", "tiny", "--iters", "40", "--seed", "3", "--out", s(&b), "--resume"]);
+    ok(&[
+        "teacher",
+        "train",
+        "--dataset",
+        "checkerboard",
+        "--preset",
+        "tiny",
+        "--iters",
+        "40",
+        "--seed",
+        "3",
+        "--out",
+        s(&a),
+    ]);
+    ok(&[
+        "teacher",
+        "train",
+        "--dataset",
+        "checkerboard",
+        "--preset",
+        "tiny",
+        "--iters",
+        "20",
+        "--seed",
+        "3",
+        "--out",
+        s(&b),
+    ]);
+    ok(&[
+        "teacher",
+        "train",
+        "--dataset",
+        "checkerboard",
+        "--preset",
+        "tiny",
+        "--iters",
+        "40",
+        "--seed",
+        "3",
+        "--out",
+        s(&b),
+        "--resume",
+    ]);
     let wa = std::fs::read(a.join("model.safetensors")).unwrap();
     let wb = std::fs::read(b.join("model.safetensors")).unwrap();
     assert!(wa == wb, "resumed weights differ from an uninterrupted run");
@@ -108,7 +211,9 @@ fn resumed_training_equals_uninterrupted_training() {
 fn write_png_folder(dir: &Path, n: usize) {
     std::fs::create_dir_all(dir).unwrap();
     for i in 0..n {
-        let img = image::GrayImage::from_fn(8, 8, |x, y| image::Luma([((x * 30 + y * 5 + i as u32 * 17) % 256) as u8]));
+        let img = image::GrayImage::from_fn(8, 8, |x, y| {
+            image::Luma([((x * 30 + y * 5 + i as u32 * 17) % 256) as u8])
+        });
         img.save(dir.join(format!("{i}.png"))).unwrap();
     }
 }
@@ -119,11 +224,42 @@ fn tiny_unet_on_png_folder_exports_and_validates() {
     let pngs = tmp.path().join("pngs");
     write_png_folder(&pngs, 6);
     let teacher = tmp.path().join("unet");
-    ok(&["teacher", "train", "--dataset", s(&pngs), "--image-size", "8", "--preset", "tiny", "--iters", "3", "--out", s(&teacher)]);
-    ok(&["sample", "--model", s(&teacher), "--steps", "2", "--count", "4", "--png", s(&tmp.path().join("grid.png"))]);
+    ok(&[
+        "teacher",
+        "train",
+        "--dataset",
+        s(&pngs),
+        "--image-size",
+        "8",
+        "--preset",
+        "tiny",
+        "--iters",
+        "3",
+        "--out",
+        s(&teacher),
+    ]);
+    ok(&[
+        "sample",
+        "--model",
+        s(&teacher),
+        "--steps",
+        "2",
+        "--count",
+        "4",
+        "--png",
+        s(&tmp.path().join("grid.png")),
+    ]);
     assert!(tmp.path().join("grid.png").is_file());
     let graph = tmp.path().join("e/model.onnx");
-    ok(&["export", "--model", s(&teacher), "--steps", "2", "--out", s(&graph)]);
+    ok(&[
+        "export",
+        "--model",
+        s(&teacher),
+        "--steps",
+        "2",
+        "--out",
+        s(&graph),
+    ]);
     let json = ok(&["validate", s(&graph), "--runtimes", runtimes(), "--json"]);
     let report: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(report["passed"], true, "{json}");
@@ -139,7 +275,10 @@ fn write_idx_gz(path: &Path, dims: &[u32], data: &[u8]) {
         raw.extend(d.to_be_bytes());
     }
     raw.extend(data);
-    let mut enc = flate2::write::GzEncoder::new(std::fs::File::create(path).unwrap(), flate2::Compression::fast());
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(path).unwrap(),
+        flate2::Compression::fast(),
+    );
     enc.write_all(&raw).unwrap();
     enc.finish().unwrap();
 }
@@ -151,24 +290,75 @@ fn fashion_mnist_idx_class_conditional_unet() {
     let n = 12u32;
     let pixels: Vec<u8> = (0..n * 28 * 28).map(|i| (i * 7 % 251) as u8).collect();
     let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
-    write_idx_gz(&tmp.path().join("train-images-idx3-ubyte.gz"), &[n, 28, 28], &pixels);
-    write_idx_gz(&tmp.path().join("train-labels-idx1-ubyte.gz"), &[n], &labels);
+    write_idx_gz(
+        &tmp.path().join("train-images-idx3-ubyte.gz"),
+        &[n, 28, 28],
+        &pixels,
+    );
+    write_idx_gz(
+        &tmp.path().join("train-labels-idx1-ubyte.gz"),
+        &[n],
+        &labels,
+    );
     let teacher = tmp.path().join("fm");
-    ok(&["teacher", "train", "--dataset", "fashion-mnist", "--data-dir", s(tmp.path()), "--preset", "tiny", "--iters", "2", "--out", s(&teacher)]);
+    ok(&[
+        "teacher",
+        "train",
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        s(tmp.path()),
+        "--preset",
+        "tiny",
+        "--iters",
+        "2",
+        "--out",
+        s(&teacher),
+    ]);
     let graph = tmp.path().join("e/model.onnx");
-    ok(&["export", "--model", s(&teacher), "--steps", "1", "--out", s(&graph)]);
-    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tmp.path().join("e/manifest.json")).unwrap()).unwrap();
+    ok(&[
+        "export",
+        "--model",
+        s(&teacher),
+        "--steps",
+        "1",
+        "--out",
+        s(&graph),
+    ]);
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("e/manifest.json")).unwrap())
+            .unwrap();
     assert_eq!(manifest["inputs"][1]["name"], "class_labels");
     assert_eq!(manifest["inputs"][1]["dtype"], "int64");
     ok(&["validate", s(&graph), "--runtimes", runtimes()]);
     // a truncated IDX file is named in a one-line error
     let bad = tmp.path().join("bad");
     std::fs::create_dir_all(&bad).unwrap();
-    write_idx_gz(&bad.join("train-images-idx3-ubyte.gz"), &[n, 28, 28], &pixels[..100]);
+    write_idx_gz(
+        &bad.join("train-images-idx3-ubyte.gz"),
+        &[n, 28, 28],
+        &pixels[..100],
+    );
     write_idx_gz(&bad.join("train-labels-idx1-ubyte.gz"), &[n], &labels);
-    let (code, err) = fails(&["teacher", "train", "--dataset", "fashion-mnist", "--data-dir", s(&bad), "--preset", "tiny", "--iters", "1", "--out", s(&tmp.path().join("x"))]);
+    let (code, err) = fails(&[
+        "teacher",
+        "train",
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        s(&bad),
+        "--preset",
+        "tiny",
+        "--iters",
+        "1",
+        "--out",
+        s(&tmp.path().join("x")),
+    ]);
     assert_eq!(code, 2);
-    assert!(err.contains("train-images-idx3-ubyte") && err.contains("truncated"), "{err}");
+    assert!(
+        err.contains("train-images-idx3-ubyte") && err.contains("truncated"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -176,21 +366,66 @@ fn bad_inputs_give_one_line_errors_and_nonzero_exit() {
     let tmp = tempfile::tempdir().unwrap();
     let p = |r: &str| -> PathBuf { tmp.path().join(r) };
     // missing model directory
-    let (code, err) = fails(&["export", "--model", s(&p("nope")), "--steps", "2", "--out", s(&p("o/model.onnx"))]);
+    let (code, err) = fails(&[
+        "export",
+        "--model",
+        s(&p("nope")),
+        "--steps",
+        "2",
+        "--out",
+        s(&p("o/model.onnx")),
+    ]);
     assert_eq!(code, 2);
     assert!(err.contains("does not exist"), "{err}");
-    assert!(!p("o").exists(), "a failed export must not leave files behind");
+    assert!(
+        !p("o").exists(),
+        "a failed export must not leave files behind"
+    );
     // unknown dataset
-    let (code, err) = fails(&["teacher", "train", "--dataset", "imagenet-or-typo", "--out", s(&p("t"))]);
+    let (code, err) = fails(&[
+        "teacher",
+        "train",
+        "--dataset",
+        "imagenet-or-typo",
+        "--out",
+        s(&p("t")),
+    ]);
     assert_eq!(code, 2);
     assert!(err.contains("unknown dataset"), "{err}");
     // a real teacher, then broken copies of it
     let teacher = p("teacher");
-    ok(&["teacher", "train", "--dataset", "gaussian-mixture", "--preset", "tiny", "--iters", "5", "--out", s(&teacher)]);
-    let (code, err) = fails(&["export", "--model", s(&teacher), "--steps", "0", "--out", s(&p("o/model.onnx"))]);
+    ok(&[
+        "teacher",
+        "train",
+        "--dataset",
+        "gaussian-mixture",
+        "--preset",
+        "tiny",
+        "--iters",
+        "5",
+        "--out",
+        s(&teacher),
+    ]);
+    let (code, err) = fails(&[
+        "export",
+        "--model",
+        s(&teacher),
+        "--steps",
+        "0",
+        "--out",
+        s(&p("o/model.onnx")),
+    ]);
     assert_eq!(code, 2);
     assert!(err.contains("steps"), "{err}");
-    let (code, _) = fails(&["export", "--model", s(&teacher), "--steps", "5000", "--out", s(&p("o/model.onnx"))]);
+    let (code, _) = fails(&[
+        "export",
+        "--model",
+        s(&teacher),
+        "--steps",
+        "5000",
+        "--out",
+        s(&p("o/model.onnx")),
+    ]);
     assert_eq!(code, 2);
     // truncated weights
     let broken = p("broken");
@@ -207,7 +442,15 @@ fn bad_inputs_give_one_line_errors_and_nonzero_exit() {
     let nan = (t[&k].clone() * f64::NAN).unwrap();
     t.insert(k, nan);
     candle_core::safetensors::save(&t, broken.join("model.safetensors")).unwrap();
-    let (code, err) = fails(&["export", "--model", s(&broken), "--steps", "2", "--out", s(&p("o/model.onnx"))]);
+    let (code, err) = fails(&[
+        "export",
+        "--model",
+        s(&broken),
+        "--steps",
+        "2",
+        "--out",
+        s(&p("o/model.onnx")),
+    ]);
     assert_eq!(code, 2);
     assert!(err.contains("NaN"), "{err}");
     // malformed and truncated ONNX
@@ -216,18 +459,46 @@ fn bad_inputs_give_one_line_errors_and_nonzero_exit() {
     assert_eq!(code, 2);
     assert!(err.contains("malformed") || err.contains("ONNX"), "{err}");
     let graph = p("g/model.onnx");
-    ok(&["export", "--model", s(&teacher), "--steps", "2", "--out", s(&graph)]);
+    ok(&[
+        "export",
+        "--model",
+        s(&teacher),
+        "--steps",
+        "2",
+        "--out",
+        s(&graph),
+    ]);
     let g = std::fs::read(&graph).unwrap();
     std::fs::write(p("g/cut.onnx"), &g[..g.len() * 2 / 3]).unwrap();
-    let (code, _) = fails(&["validate", s(&p("g/cut.onnx")), "--reference", s(&p("g/reference.safetensors"))]);
+    let (code, _) = fails(&[
+        "validate",
+        s(&p("g/cut.onnx")),
+        "--reference",
+        s(&p("g/reference.safetensors")),
+    ]);
     assert_eq!(code, 2);
     // a runtime that is not built in is reported unavailable, never a pass
-    let o = flashctl(&["validate", s(&graph), "--runtimes", "tract,ort-tensorrt", "--json"]);
+    let o = flashctl(&[
+        "validate",
+        s(&graph),
+        "--runtimes",
+        "tract,ort-tensorrt",
+        "--json",
+    ]);
     assert_eq!(o.status.code(), Some(2));
-    let report: serde_json::Value = serde_json::from_str(&String::from_utf8_lossy(&o.stdout)).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&String::from_utf8_lossy(&o.stdout)).unwrap();
     assert_eq!(report["runtimes"][1]["status"], "unavailable");
     // resume without a checkpoint
-    let (code, err) = fails(&["teacher", "train", "--dataset", "two-moons", "--out", s(&p("fresh")), "--resume"]);
+    let (code, err) = fails(&[
+        "teacher",
+        "train",
+        "--dataset",
+        "two-moons",
+        "--out",
+        s(&p("fresh")),
+        "--resume",
+    ]);
     assert_eq!(code, 2);
     assert!(err.contains("--resume"), "{err}");
 }

@@ -21,9 +21,13 @@ struct Case {
 
 fn case(name: &str) -> Case {
     let dir = common::fixture(&format!("diffusers/{name}"));
-    let cfg: UnetConfig = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    let schedule: ScheduleConfig = serde_json::from_str(&std::fs::read_to_string(dir.join("scheduler_config.json")).unwrap()).unwrap();
-    let case: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
+    let cfg: UnetConfig =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let schedule: ScheduleConfig =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("scheduler_config.json")).unwrap())
+            .unwrap();
+    let case: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
     let weights = common::load(&dir.join("diffusion_pytorch_model.safetensors"));
     Case {
         denoiser: Denoiser::Unet(cfg),
@@ -35,17 +39,24 @@ fn case(name: &str) -> Case {
 }
 
 fn labels(c: &Case) -> Option<Tensor> {
-    c.io.get("class_labels").map(|l| l.to_dtype(DType::I64).unwrap())
+    c.io.get("class_labels")
+        .map(|l| l.to_dtype(DType::I64).unwrap())
 }
 
 fn check_denoiser(name: &str) {
     let c = case(name);
     let ops = EagerOps::new(c.vb.clone());
     let y = labels(&c);
-    let out = c.denoiser.forward(&ops, &c.io["x"], &c.io["t"], y.as_ref()).unwrap();
+    let out = c
+        .denoiser
+        .forward(&ops, &c.io["x"], &c.io["t"], y.as_ref())
+        .unwrap();
     let err = common::rel_err(&out, &c.io["denoiser_out"]);
     println!("{name}: denoiser rel err {err:.3e}");
-    assert!(err <= 1e-4, "{name}: denoiser output differs from diffusers by {err:.3e} (relative)");
+    assert!(
+        err <= 1e-4,
+        "{name}: denoiser output differs from diffusers by {err:.3e} (relative)"
+    );
 }
 
 fn truncated(plan: &SamplerPlan, n: usize) -> SamplerPlan {
@@ -60,14 +71,27 @@ fn check_ddim(name: &str) {
     let c = case(name);
     let plan = ddim_plan(&c.schedule, c.steps).unwrap();
     let want_ts = common::vec(&c.io["ddim_timesteps"]);
-    assert_eq!(plan.timesteps.iter().map(|&t| t as f32).collect::<Vec<_>>(), want_ts);
+    assert_eq!(
+        plan.timesteps.iter().map(|&t| t as f32).collect::<Vec<_>>(),
+        want_ts
+    );
     let ops = EagerOps::new(c.vb.clone());
     let y = labels(&c);
     for i in 0..c.steps {
-        let x = sample(&ops, &c.denoiser, &truncated(&plan, i + 1), &c.io["x_T"], y.as_ref()).unwrap();
+        let x = sample(
+            &ops,
+            &c.denoiser,
+            &truncated(&plan, i + 1),
+            &c.io["x_T"],
+            y.as_ref(),
+        )
+        .unwrap();
         let err = common::rel_err(&x, &c.io[&format!("ddim_x_after_step_{i}")]);
         println!("{name}: after step {i} rel err {err:.3e}");
-        assert!(err <= 1e-3, "{name}: DDIM step {i} differs from diffusers by {err:.3e}");
+        assert!(
+            err <= 1e-3,
+            "{name}: DDIM step {i} differs from diffusers by {err:.3e}"
+        );
     }
     let x = sample(&ops, &c.denoiser, &plan, &c.io["x_T"], y.as_ref()).unwrap();
     assert!(common::rel_err(&x, &c.io["ddim_sample"]) <= 1e-3);
@@ -82,14 +106,38 @@ fn check_traced(name: &str) {
     let mut shape = vec![Dim::Batch];
     shape.extend(d.sample_shape().into_iter().map(Dim::Known));
     let noise = trace.input("noise", flashctl_graphs::DType::F32, shape);
-    let yl = d.num_classes().map(|_| trace.input("class_labels", flashctl_graphs::DType::I64, vec![Dim::Batch]));
+    let yl = d.num_classes().map(|_| {
+        trace.input(
+            "class_labels",
+            flashctl_graphs::DType::I64,
+            vec![Dim::Batch],
+        )
+    });
     let out = sample(&trace, d, &plan, &noise, yl.as_ref()).unwrap();
     let graph = trace.finish(&[("image", &out)]).unwrap();
-    let bytes = flashctl_exporters::encode_model(&flashctl_exporters::to_model_proto(&graph, &Default::default()));
-    let eager = sample(&EagerOps::new(c.vb.clone()), d, &plan, &c.io["x_T"], labels(&c).as_ref()).unwrap();
-    let mut inputs = vec![HostTensor::f32("noise", c.io["x_T"].dims().to_vec(), common::vec(&c.io["x_T"]))];
+    let bytes = flashctl_exporters::encode_model(&flashctl_exporters::to_model_proto(
+        &graph,
+        &Default::default(),
+    ));
+    let eager = sample(
+        &EagerOps::new(c.vb.clone()),
+        d,
+        &plan,
+        &c.io["x_T"],
+        labels(&c).as_ref(),
+    )
+    .unwrap();
+    let mut inputs = vec![HostTensor::f32(
+        "noise",
+        c.io["x_T"].dims().to_vec(),
+        common::vec(&c.io["x_T"]),
+    )];
     if let Some(l) = labels(&c) {
-        inputs.push(HostTensor::i64("class_labels", vec![l.dims()[0]], l.to_vec1().unwrap()));
+        inputs.push(HostTensor::i64(
+            "class_labels",
+            vec![l.dims()[0]],
+            l.to_vec1().unwrap(),
+        ));
     }
     let expect = common::vec(&eager);
     let scale = expect.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -103,7 +151,10 @@ fn check_traced(name: &str) {
         let got = rt.run(&inputs).unwrap();
         let err = common::max_abs(&got[0].data_f32(), &expect) / scale;
         println!("{name} traced 2-step in {rt_name}: rel err {err:.3e}");
-        assert!(err <= 1e-4, "{name}: {rt_name} differs from eager by {err:.3e}");
+        assert!(
+            err <= 1e-4,
+            "{name}: {rt_name} differs from eager by {err:.3e}"
+        );
     }
 }
 

@@ -62,13 +62,22 @@ fn none(_: &mut StdRng) -> HashMap<String, Tensor> {
 }
 
 fn conv_params(rng: &mut StdRng) -> HashMap<String, Tensor> {
-    HashMap::from([("w".into(), randn(rng, &[6, 3, 3, 3])), ("b".into(), randn(rng, &[6]))])
+    HashMap::from([
+        ("w".into(), randn(rng, &[6, 3, 3, 3])),
+        ("b".into(), randn(rng, &[6])),
+    ])
 }
 fn linear_params(rng: &mut StdRng) -> HashMap<String, Tensor> {
-    HashMap::from([("w".into(), randn(rng, &[5, 8])), ("b".into(), randn(rng, &[5]))])
+    HashMap::from([
+        ("w".into(), randn(rng, &[5, 8])),
+        ("b".into(), randn(rng, &[5])),
+    ])
 }
 fn norm_params(rng: &mut StdRng) -> HashMap<String, Tensor> {
-    HashMap::from([("w".into(), randn(rng, &[8])), ("b".into(), randn(rng, &[8]))])
+    HashMap::from([
+        ("w".into(), randn(rng, &[8])),
+        ("b".into(), randn(rng, &[8])),
+    ])
 }
 fn emb_params(rng: &mut StdRng) -> HashMap<String, Tensor> {
     HashMap::from([("table".into(), randn(rng, &[10, 4]))])
@@ -144,13 +153,20 @@ fn embedding_lookup_matches() {
     let ids = vec![3i64, 0, 9, 3];
     let eager = EagerOps::new(vb.clone());
     let table = eager.param("table", &[10, 4], Init::Const(0.0)).unwrap();
-    let want = common::vec(&eager.embedding(&table, &Tensor::new(ids.as_slice(), &Device::Cpu).unwrap()).unwrap());
+    let want = common::vec(
+        &eager
+            .embedding(&table, &Tensor::new(ids.as_slice(), &Device::Cpu).unwrap())
+            .unwrap(),
+    );
     let trace = TraceOps::new(vb, "emb");
     let tt = trace.param("table", &[10, 4], Init::Const(0.0)).unwrap();
     let y = trace.input("ids", flashctl_graphs::DType::I64, vec![Dim::Batch]);
     let out = trace.embedding(&tt, &y).unwrap();
     let g = trace.finish(&[("y", &out)]).unwrap();
-    let bytes = flashctl_exporters::encode_model(&flashctl_exporters::to_model_proto(&g, &Default::default()));
+    let bytes = flashctl_exporters::encode_model(&flashctl_exporters::to_model_proto(
+        &g,
+        &Default::default(),
+    ));
     let host = vec![HostTensor::i64("ids", vec![4], ids)];
     let mut rts = vec!["tract"];
     if common::ort_available() {
@@ -159,14 +175,23 @@ fn embedding_lookup_matches() {
     for r in rts {
         let mut rt = runtime_by_name(r).unwrap();
         rt.prepare(&bytes, &host).unwrap();
-        let got: Vec<f32> = rt.run(&host).unwrap()[0].values_f64().iter().map(|&v| v as f32).collect();
+        let got: Vec<f32> = rt.run(&host).unwrap()[0]
+            .values_f64()
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
         assert_eq!(got, want, "{r}");
     }
 }
 
 /// Broadcasting, reshape (with 0 = copy batch, -1 = infer) and transpose, on random shapes:
 /// the traced graph in tract must equal the eager result exactly.
-fn run_shape_program(batch: usize, feat: Vec<usize>, bcast_mask: Vec<bool>, perm_seed: u64) -> Result<(), TestCaseError> {
+fn run_shape_program(
+    batch: usize,
+    feat: Vec<usize>,
+    bcast_mask: Vec<bool>,
+    perm_seed: u64,
+) -> Result<(), TestCaseError> {
     fn prog<O: Ops>(o: &O, x: &O::T, y: &O::T, perm: &[usize], flat: i64) -> O::T {
         let s = o.add(&o.mul(x, y).unwrap(), y).unwrap();
         let t = o.transpose(&s, perm).unwrap();
@@ -178,7 +203,11 @@ fn run_shape_program(batch: usize, feat: Vec<usize>, bcast_mask: Vec<bool>, perm
     xs.extend(&feat);
     // y broadcasts: batch axis 1, masked feature axes 1
     let mut ys = vec![1];
-    ys.extend(feat.iter().zip(&bcast_mask).map(|(&d, &m)| if m { 1 } else { d }));
+    ys.extend(
+        feat.iter()
+            .zip(&bcast_mask)
+            .map(|(&d, &m)| if m { 1 } else { d }),
+    );
     let x = randn(&mut rng, &xs);
     let y = randn(&mut rng, &ys);
     let mut perm: Vec<usize> = (1..xs.len()).collect();
@@ -195,15 +224,32 @@ fn run_shape_program(batch: usize, feat: Vec<usize>, bcast_mask: Vec<bool>, perm
     let mut sx = vec![Dim::Batch];
     sx.extend(feat.iter().map(|&d| Dim::Known(d)));
     let tx = trace.input("x", flashctl_graphs::DType::F32, sx);
-    let ty = trace.input("y", flashctl_graphs::DType::F32, ys.iter().map(|&d| Dim::Known(d)).collect());
+    let ty = trace.input(
+        "y",
+        flashctl_graphs::DType::F32,
+        ys.iter().map(|&d| Dim::Known(d)).collect(),
+    );
     let out = prog(&trace, &tx, &ty, &perm, flat);
-    prop_assert_eq!(&out.shape, &vec![Dim::Batch, Dim::Known(flat as usize), Dim::Known(1)]);
+    prop_assert_eq!(
+        &out.shape,
+        &vec![Dim::Batch, Dim::Known(flat as usize), Dim::Known(1)]
+    );
     let g = trace.finish(&[("out", &out)]).unwrap();
-    let bytes = flashctl_exporters::encode_model(&flashctl_exporters::to_model_proto(&g, &Default::default()));
-    let host = vec![HostTensor::f32("x", xs.clone(), common::vec(&x)), HostTensor::f32("y", ys.clone(), common::vec(&y))];
+    let bytes = flashctl_exporters::encode_model(&flashctl_exporters::to_model_proto(
+        &g,
+        &Default::default(),
+    ));
+    let host = vec![
+        HostTensor::f32("x", xs.clone(), common::vec(&x)),
+        HostTensor::f32("y", ys.clone(), common::vec(&y)),
+    ];
     let mut rt = runtime_by_name("tract").unwrap();
     rt.prepare(&bytes, &host).unwrap();
-    let got: Vec<f32> = rt.run(&host).unwrap()[0].values_f64().iter().map(|&v| v as f32).collect();
+    let got: Vec<f32> = rt.run(&host).unwrap()[0]
+        .values_f64()
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
     prop_assert_eq!(got, want);
     Ok(())
 }

@@ -27,7 +27,11 @@ fn alphas_cumprod_match_diffusers() {
                 assert!((a - b).abs() <= tol, "{name} zsnr={zsnr} t={i}: {a} vs {b}");
             }
             if zsnr {
-                assert_eq!(*ours.last().unwrap(), 0.0, "zero terminal SNR must end at alpha_bar = 0");
+                assert_eq!(
+                    *ours.last().unwrap(),
+                    0.0,
+                    "zero terminal SNR must end at alpha_bar = 0"
+                );
             }
         }
     }
@@ -36,14 +40,23 @@ fn alphas_cumprod_match_diffusers() {
 #[test]
 fn ddim_timesteps_match_diffusers() {
     let f = common::load(&common::fixture("diffusers/schedules.safetensors"));
-    for (name, sp) in [("leading", Spacing::Leading), ("trailing", Spacing::Trailing), ("linspace", Spacing::Linspace)] {
+    for (name, sp) in [
+        ("leading", Spacing::Leading),
+        ("trailing", Spacing::Trailing),
+        ("linspace", Spacing::Linspace),
+    ] {
         for n in [1, 2, 3, 4, 8, 50] {
             let cfg = ScheduleConfig {
                 timestep_spacing: sp,
                 steps_offset: 0,
                 ..Default::default()
             };
-            let ours: Vec<f32> = cfg.timesteps(n).unwrap().iter().map(|&t| t as f32).collect();
+            let ours: Vec<f32> = cfg
+                .timesteps(n)
+                .unwrap()
+                .iter()
+                .map(|&t| t as f32)
+                .collect();
             let theirs = common::vec(&f[&format!("ddim_timesteps.{name}.n{n}")]);
             assert_eq!(ours, theirs, "{name} n={n}");
         }
@@ -78,7 +91,8 @@ fn euler_with_the_exact_denoiser_maps_noise_quantiles_to_data_quantiles() {
     let ac = cfg.alphas_cumprod();
     let s0 = 0.5f64;
     let sigma_max = ((1.0 - ac[999] as f64) / ac[999] as f64).sqrt();
-    let mut x = (s0 * s0 + sigma_max * sigma_max).sqrt() / plan.init_sigma as f64 * plan.init_sigma as f64;
+    let mut x =
+        (s0 * s0 + sigma_max * sigma_max).sqrt() / plan.init_sigma as f64 * plan.init_sigma as f64;
     for s in &plan.steps {
         let a = ac[s.t] as f64;
         let x_in = x * s.in_scale as f64;
@@ -86,5 +100,8 @@ fn euler_with_the_exact_denoiser_maps_noise_quantiles_to_data_quantiles() {
         let x0 = s.x0_x as f64 * x + s.x0_out as f64 * eps;
         x = s.next_x as f64 * x + s.next_x0 as f64 * x0;
     }
-    assert!((x - s0).abs() < 0.01, "Euler (500 steps) ended at {x}, expected {s0}");
+    assert!(
+        (x - s0).abs() < 0.01,
+        "Euler (500 steps) ended at {x}, expected {s0}"
+    );
 }

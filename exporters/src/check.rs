@@ -47,7 +47,10 @@ pub fn check_structure(m: &pb::ModelProto) -> Result<()> {
             }) if t.elem_type != 0
         );
         if !typed {
-            return bad(format!("graph input/output `{}` has no tensor type", v.name));
+            return bad(format!(
+                "graph input/output `{}` has no tensor type",
+                v.name
+            ));
         }
     }
     for v in &g.input {
@@ -55,14 +58,20 @@ pub fn check_structure(m: &pb::ModelProto) -> Result<()> {
     }
     for n in &g.node {
         if !(n.domain.is_empty() || n.domain == "ai.onnx") {
-            return bad(format!("node `{}` uses non-default domain `{}`", n.name, n.domain));
+            return bad(format!(
+                "node `{}` uses non-default domain `{}`",
+                n.name, n.domain
+            ));
         }
         if RANDOM_OPS.contains(&n.op_type.as_str()) {
             return bad(format!("node `{}` is a random op ({})", n.name, n.op_type));
         }
         for i in &n.input {
             if !i.is_empty() && !known.contains(i.as_str()) {
-                return bad(format!("node `{}` reads `{i}` before it is produced", n.name));
+                return bad(format!(
+                    "node `{}` reads `{i}` before it is produced",
+                    n.name
+                ));
             }
         }
         for o in &n.output {

@@ -97,10 +97,16 @@ fn attributes(op: &Op) -> Vec<pb::AttributeProto> {
         Op::Gemm { trans_b } => vec![attr_int("transB", *trans_b as i64)],
         Op::Softmax { axis } => vec![attr_int("axis", *axis)],
         Op::ReduceMean { axes, keepdims } => {
-            vec![attr_ints("axes", axes), attr_int("keepdims", *keepdims as i64)]
+            vec![
+                attr_ints("axes", axes),
+                attr_int("keepdims", *keepdims as i64),
+            ]
         }
         Op::Transpose { perm } => {
-            vec![attr_ints("perm", &perm.iter().map(|&p| p as i64).collect::<Vec<_>>())]
+            vec![attr_ints(
+                "perm",
+                &perm.iter().map(|&p| p as i64).collect::<Vec<_>>(),
+            )]
         }
         Op::Concat { axis } | Op::Gather { axis } => vec![attr_int("axis", *axis)],
         Op::Cast { to } => vec![attr_int("to", elem_type(*to) as i64)],

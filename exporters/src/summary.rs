@@ -53,7 +53,10 @@ pub fn initializer_bytes(t: &pb::TensorProto) -> usize {
     if !t.raw_data.is_empty() {
         return t.raw_data.len();
     }
-    t.float_data.len() * 4 + t.int64_data.len() * 8 + t.int32_data.len() * 4 + t.double_data.len() * 8
+    t.float_data.len() * 4
+        + t.int64_data.len() * 8
+        + t.int32_data.len() * 4
+        + t.double_data.len() * 8
 }
 
 pub fn summarize(m: &pb::ModelProto) -> OnnxSummary {
@@ -68,7 +71,11 @@ pub fn summarize(m: &pb::ModelProto) -> OnnxSummary {
         .map(|o| (o.domain.as_str(), o.version))
         .collect();
     OnnxSummary {
-        opset: opsets.get("").or(opsets.get("ai.onnx")).copied().unwrap_or(0),
+        opset: opsets
+            .get("")
+            .or(opsets.get("ai.onnx"))
+            .copied()
+            .unwrap_or(0),
         inputs: g.input.iter().map(type_string).collect(),
         outputs: g.output.iter().map(type_string).collect(),
         node_count: g.node.len(),

@@ -77,7 +77,9 @@ pub enum Op {
         pads: [usize; 4],
     },
     /// inputs: a, b, [c]; y = a @ b^T + c when `trans_b`
-    Gemm { trans_b: bool },
+    Gemm {
+        trans_b: bool,
+    },
     MatMul,
     Add,
     Sub,
@@ -90,19 +92,32 @@ pub enum Op {
     Sqrt,
     Neg,
     Identity,
-    Softmax { axis: i64 },
-    ReduceMean { axes: Vec<i64>, keepdims: bool },
+    Softmax {
+        axis: i64,
+    },
+    ReduceMean {
+        axes: Vec<i64>,
+        keepdims: bool,
+    },
     /// inputs: x, shape (int64 initializer)
     Reshape,
-    Transpose { perm: Vec<usize> },
-    Concat { axis: i64 },
+    Transpose {
+        perm: Vec<usize>,
+    },
+    Concat {
+        axis: i64,
+    },
     /// inputs: data, indices
-    Gather { axis: i64 },
+    Gather {
+        axis: i64,
+    },
     /// inputs: x, min, max (scalar initializers)
     Clip,
     /// inputs: x, pads (int64 initializer, ONNX order: all begins then all ends)
     Pad,
-    Cast { to: DType },
+    Cast {
+        to: DType,
+    },
 }
 
 impl Op {
@@ -196,10 +211,13 @@ pub struct GraphSummary {
 
 impl Graph {
     pub fn summary(&self) -> GraphSummary {
-        let sig = |v: &ValueInfo| format!("{}: {} {}", v.name, v.dtype.name(), format_shape(&v.shape));
+        let sig =
+            |v: &ValueInfo| format!("{}: {} {}", v.name, v.dtype.name(), format_shape(&v.shape));
         let mut op_histogram = BTreeMap::new();
         for n in &self.nodes {
-            *op_histogram.entry(n.op.onnx_name().to_string()).or_insert(0) += 1;
+            *op_histogram
+                .entry(n.op.onnx_name().to_string())
+                .or_insert(0) += 1;
         }
         GraphSummary {
             inputs: self.inputs.iter().map(sig).collect(),

@@ -173,7 +173,7 @@ pub trait Ops {
         flip_sin_to_cos: bool,
         freq_shift: f32,
     ) -> Result<Self::T> {
-        if dim % 2 != 0 {
+        if !dim.is_multiple_of(2) {
             return shape_err("timestep_embedding", format!("odd dimension {dim}"));
         }
         let half = dim / 2;
@@ -230,12 +230,15 @@ pub fn resolve_reshape(input: &[usize], spec: &[i64]) -> Result<Vec<usize>> {
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return shape_err("reshape", format!("cannot infer -1: {input:?} -> {spec:?}"));
         }
         out[i] = total / known;
     } else if known != total {
-        return shape_err("reshape", format!("element count differs: {input:?} -> {spec:?}"));
+        return shape_err(
+            "reshape",
+            format!("element count differs: {input:?} -> {spec:?}"),
+        );
     }
     Ok(out)
 }

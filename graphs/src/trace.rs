@@ -72,9 +72,15 @@ impl TraceOps {
         for (out_name, v) in outputs {
             let taken = st.graph.inputs.iter().any(|i| i.name == *out_name)
                 || st.graph.initializers.iter().any(|i| i.name == *out_name)
-                || st.graph.nodes.iter().any(|n| n.outputs.iter().any(|o| o == out_name));
+                || st
+                    .graph
+                    .nodes
+                    .iter()
+                    .any(|n| n.outputs.iter().any(|o| o == out_name));
             if taken {
-                return Err(GraphError::Invalid(format!("output name `{out_name}` is already a value in the graph")));
+                return Err(GraphError::Invalid(format!(
+                    "output name `{out_name}` is already a value in the graph"
+                )));
             }
             let produced = st.graph.nodes.iter().any(|n| n.outputs.contains(&v.name));
             let is_output_already = st.graph.outputs.iter().any(|o| o.name == v.name);
@@ -153,7 +159,11 @@ impl TraceOps {
             return n.clone();
         }
         let name = format!("shape.{}", self.state.borrow().shapes.len());
-        self.initializer(name.clone(), vec![spec.len()], TensorData::I64(spec.to_vec()));
+        self.initializer(
+            name.clone(),
+            vec![spec.len()],
+            TensorData::I64(spec.to_vec()),
+        );
         self.state
             .borrow_mut()
             .shapes
@@ -178,8 +188,16 @@ pub fn broadcast_shapes(op: &'static str, a: &[Dim], b: &[Dim]) -> Result<Vec<Di
     let r = a.len().max(b.len());
     let mut out = Vec::with_capacity(r);
     for i in 0..r {
-        let da = if i + a.len() >= r { a[i + a.len() - r] } else { Dim::Known(1) };
-        let db = if i + b.len() >= r { b[i + b.len() - r] } else { Dim::Known(1) };
+        let da = if i + a.len() >= r {
+            a[i + a.len() - r]
+        } else {
+            Dim::Known(1)
+        };
+        let db = if i + b.len() >= r {
+            b[i + b.len() - r]
+        } else {
+            Dim::Known(1)
+        };
         out.push(match (da, db) {
             (x, Dim::Known(1)) => x,
             (Dim::Known(1), y) => y,
@@ -204,7 +222,10 @@ impl Ops for TraceOps {
                 name: name.to_string(),
                 msg: e.to_string(),
             })?;
-        let data = t.flatten_all()?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+        let data = t
+            .flatten_all()?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1::<f32>()?;
         if data.iter().any(|v| !v.is_finite()) {
             return Err(GraphError::Param {
                 name: name.to_string(),
@@ -221,7 +242,10 @@ impl Ops for TraceOps {
 
     fn constant(&self, values: &[f32], shape: &[usize]) -> Result<Traced> {
         if values.len() != shape.iter().product::<usize>() {
-            return shape_err("constant", format!("{} values for shape {shape:?}", values.len()));
+            return shape_err(
+                "constant",
+                format!("{} values for shape {shape:?}", values.len()),
+            );
         }
         let key = (shape.to_vec(), values.iter().map(|v| v.to_bits()).collect());
         if let Some(n) = self.state.borrow().constants.get(&key) {
@@ -232,7 +256,11 @@ impl Ops for TraceOps {
             });
         }
         let name = format!("const.{}", self.state.borrow().constants.len());
-        let v = self.initializer(name.clone(), shape.to_vec(), TensorData::F32(values.to_vec()));
+        let v = self.initializer(
+            name.clone(),
+            shape.to_vec(),
+            TensorData::F32(values.to_vec()),
+        );
         self.state.borrow_mut().constants.insert(key, name);
         Ok(v)
     }
@@ -257,12 +285,20 @@ impl Ops for TraceOps {
         let k = ws[2].known().unwrap_or(0);
         let spatial = |d: Dim| -> Result<Dim> {
             match d.known() {
-                Some(n) if n + 2 * padding >= k => Ok(Dim::Known((n + 2 * padding - k) / stride + 1)),
-                _ => shape_err("conv2d", format!("spatial dim {d:?} too small for kernel {k}")),
+                Some(n) if n + 2 * padding >= k => {
+                    Ok(Dim::Known((n + 2 * padding - k) / stride + 1))
+                }
+                _ => shape_err(
+                    "conv2d",
+                    format!("spatial dim {d:?} too small for kernel {k}"),
+                ),
             }
         };
         if xs[1] != ws[1] {
-            return shape_err("conv2d", format!("input channels {} vs weight {}", xs[1], ws[1]));
+            return shape_err(
+                "conv2d",
+                format!("input channels {} vs weight {}", xs[1], ws[1]),
+            );
         }
         let shape = vec![xs[0], ws[0], spatial(xs[2])?, spatial(xs[3])?];
         let mut inputs = vec![x.name.clone(), w.name.clone()];
@@ -305,7 +341,12 @@ impl Ops for TraceOps {
             vec![in_f, out_f],
             DType::F32,
         );
-        let y = self.node(Op::MatMul, vec![x.name.clone(), wt.name], shape.clone(), DType::F32);
+        let y = self.node(
+            Op::MatMul,
+            vec![x.name.clone(), wt.name],
+            shape.clone(),
+            DType::F32,
+        );
         match b {
             Some(b) => Ok(self.node(Op::Add, vec![y.name, b.name.clone()], shape, DType::F32)),
             None => Ok(y),
@@ -320,7 +361,12 @@ impl Ops for TraceOps {
         let mut shape = broadcast_shapes("matmul", &a.shape[..ra - 2], &b.shape[..rb - 2])?;
         shape.push(a.shape[ra - 2]);
         shape.push(b.shape[rb - 1]);
-        Ok(self.node(Op::MatMul, vec![a.name.clone(), b.name.clone()], shape, DType::F32))
+        Ok(self.node(
+            Op::MatMul,
+            vec![a.name.clone(), b.name.clone()],
+            shape,
+            DType::F32,
+        ))
     }
 
     fn binary(&self, op: BinaryOp, a: &Traced, b: &Traced) -> Result<Traced> {
@@ -366,7 +412,12 @@ impl Ops for TraceOps {
 
     fn softmax_last_dim(&self, x: &Traced) -> Result<Traced> {
         float_only("softmax", x)?;
-        Ok(self.node(Op::Softmax { axis: -1 }, vec![x.name.clone()], x.shape.clone(), DType::F32))
+        Ok(self.node(
+            Op::Softmax { axis: -1 },
+            vec![x.name.clone()],
+            x.shape.clone(),
+            DType::F32,
+        ))
     }
 
     fn mean_keepdim(&self, x: &Traced, axis: usize) -> Result<Traced> {
@@ -394,7 +445,11 @@ impl Ops for TraceOps {
 
     fn transpose(&self, x: &Traced, perm: &[usize]) -> Result<Traced> {
         let mut seen = vec![false; x.shape.len()];
-        if perm.len() != x.shape.len() || perm.iter().any(|&p| p >= seen.len() || std::mem::replace(&mut seen[p], true)) {
+        if perm.len() != x.shape.len()
+            || perm
+                .iter()
+                .any(|&p| p >= seen.len() || std::mem::replace(&mut seen[p], true))
+        {
             return shape_err("transpose", format!("perm {perm:?} for {:?}", x.shape));
         }
         let shape = perm.iter().map(|&p| x.shape[p]).collect();
@@ -443,7 +498,10 @@ impl Ops for TraceOps {
 
     fn embedding(&self, table: &Traced, ids: &Traced) -> Result<Traced> {
         if ids.dtype != DType::I64 || table.shape.len() != 2 {
-            return shape_err("embedding", format!("table {:?}, ids {:?}", table.shape, ids.dtype));
+            return shape_err(
+                "embedding",
+                format!("table {:?}, ids {:?}", table.shape, ids.dtype),
+            );
         }
         let mut shape = ids.shape.clone();
         shape.push(table.shape[1]);
@@ -458,7 +516,12 @@ impl Ops for TraceOps {
     fn clamp(&self, x: &Traced, min: f32, max: f32) -> Result<Traced> {
         let lo = self.scalar(min);
         let hi = self.scalar(max);
-        Ok(self.node(Op::Clip, vec![x.name.clone(), lo.name, hi.name], x.shape.clone(), x.dtype))
+        Ok(self.node(
+            Op::Clip,
+            vec![x.name.clone(), lo.name, hi.name],
+            x.shape.clone(),
+            x.dtype,
+        ))
     }
 
     fn pad2d(&self, x: &Traced, pads: [usize; 4]) -> Result<Traced> {
@@ -468,8 +531,10 @@ impl Ops for TraceOps {
         }
         let mut shape = x.shape.clone();
         let grow = |d: Dim, by: usize| d.known().map(|n| Dim::Known(n + by));
-        shape[r - 2] = grow(shape[r - 2], pads[0] + pads[1]).ok_or_else(|| GraphError::Invalid("pad2d on batch axis".into()))?;
-        shape[r - 1] = grow(shape[r - 1], pads[2] + pads[3]).ok_or_else(|| GraphError::Invalid("pad2d on batch axis".into()))?;
+        shape[r - 2] = grow(shape[r - 2], pads[0] + pads[1])
+            .ok_or_else(|| GraphError::Invalid("pad2d on batch axis".into()))?;
+        shape[r - 1] = grow(shape[r - 1], pads[2] + pads[3])
+            .ok_or_else(|| GraphError::Invalid("pad2d on batch axis".into()))?;
         let mut onnx_pads = vec![0i64; 2 * r];
         onnx_pads[r - 2] = pads[0] as i64;
         onnx_pads[r - 1] = pads[2] as i64;
@@ -517,19 +582,27 @@ pub fn symbolic_reshape(input: &[Dim], spec: &[i64]) -> Result<Vec<Dim>> {
     let batch_left = batch_in - batch_copied.min(batch_in);
     match (infer, batch_left) {
         (Some(i), 0) => {
-            if known_out == 0 || known_in % known_out != 0 {
+            if known_out == 0 || !known_in.is_multiple_of(known_out) {
                 return shape_err("reshape", format!("cannot infer -1: {input:?} -> {spec:?}"));
             }
             out[i] = Dim::Known(known_in / known_out);
         }
         (Some(i), 1) => {
             if known_in != known_out {
-                return shape_err("reshape", format!("batch would merge with other axes: {input:?} -> {spec:?}"));
+                return shape_err(
+                    "reshape",
+                    format!("batch would merge with other axes: {input:?} -> {spec:?}"),
+                );
             }
             out[i] = Dim::Batch;
         }
         (None, 0) if known_in == known_out => {}
-        _ => return shape_err("reshape", format!("element count differs: {input:?} -> {spec:?}")),
+        _ => {
+            return shape_err(
+                "reshape",
+                format!("element count differs: {input:?} -> {spec:?}"),
+            )
+        }
     }
     Ok(out)
 }

@@ -38,7 +38,11 @@ pub fn conv2d<O: Ops>(
     padding: usize,
 ) -> Result<O::T> {
     let fan_in = in_c * k * k;
-    let w = o.param(&join(p, "weight"), &[out_c, in_c, k, k], fan_in_uniform(fan_in))?;
+    let w = o.param(
+        &join(p, "weight"),
+        &[out_c, in_c, k, k],
+        fan_in_uniform(fan_in),
+    )?;
     let b = o.param(&join(p, "bias"), &[out_c], fan_in_uniform(fan_in))?;
     o.scoped(p, || o.conv2d(x, &w, Some(&b), stride, padding))
 }

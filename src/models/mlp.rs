@@ -23,7 +23,9 @@ pub fn forward<O: Ops>(
     class_labels: Option<&O::T>,
 ) -> Result<O::T> {
     // 1. time features -> hidden-sized embedding
-    let temb = o.scoped("time_proj", || o.timestep_embedding(t, c.time_dim, true, 0.0))?;
+    let temb = o.scoped("time_proj", || {
+        o.timestep_embedding(t, c.time_dim, true, 0.0)
+    })?;
     let temb = linear(o, "time_embedding.linear_1", &temb, c.time_dim, c.hidden)?;
     let temb = o.silu(&temb)?;
     let mut temb = linear(o, "time_embedding.linear_2", &temb, c.hidden, c.hidden)?;

@@ -76,7 +76,9 @@ impl UnetConfig {
                 return Err(format!("unsupported up_block_types entry `{t}`"));
             }
         }
-        if self.resnet_time_scale_shift != "default" && self.resnet_time_scale_shift != "scale_shift" {
+        if self.resnet_time_scale_shift != "default"
+            && self.resnet_time_scale_shift != "scale_shift"
+        {
             return Err(format!(
                 "unsupported resnet_time_scale_shift `{}`",
                 self.resnet_time_scale_shift
@@ -91,7 +93,7 @@ impl UnetConfig {
             }
         }
         let down = 1usize << (n - 1);
-        if self.sample_size % down != 0 {
+        if !self.sample_size.is_multiple_of(down) {
             return Err(format!(
                 "sample_size {} must be divisible by {down} for {n} levels",
                 self.sample_size
@@ -111,7 +113,17 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// diffusers `ResnetBlock2D` (resnet.py).
-    fn resnet<O: Ops>(&self, o: &O, p: &str, x: &O::T, temb: &O::T, in_c: usize, out_c: usize, out_scale: f32) -> Result<O::T> {
+    #[allow(clippy::too_many_arguments)]
+    fn resnet<O: Ops>(
+        &self,
+        o: &O,
+        p: &str,
+        x: &O::T,
+        temb: &O::T,
+        in_c: usize,
+        out_c: usize,
+        out_scale: f32,
+    ) -> Result<O::T> {
         let c = self.c;
         let g = c.norm_num_groups;
         o.scoped(p, || {
@@ -123,7 +135,13 @@ impl Ctx<'_> {
             let scale_shift = c.resnet_time_scale_shift == "scale_shift";
             let proj_out = if scale_shift { 2 * out_c } else { out_c };
             let t = o.silu(temb)?;
-            let t = linear(o, &join(p, "time_emb_proj"), &t, c.time_embed_dim(), proj_out)?;
+            let t = linear(
+                o,
+                &join(p, "time_emb_proj"),
+                &t,
+                c.time_embed_dim(),
+                proj_out,
+            )?;
             let t = o.reshape(&t, &[0, proj_out as i64, 1, 1])?;
             if scale_shift {
                 // torch.chunk(2, dim=1): [B, 2C, 1, 1] -> scale, shift
@@ -156,10 +174,17 @@ impl Ctx<'_> {
 
     /// diffusers `Attention` with `AttnProcessor2_0`, as built by the UNet2D attention blocks
     /// (group norm, residual connection, `rescale_output_factor`).
-    fn attention<O: Ops>(&self, o: &O, p: &str, x: &O::T, channels: usize, out_scale: f32) -> Result<O::T> {
+    fn attention<O: Ops>(
+        &self,
+        o: &O,
+        p: &str,
+        x: &O::T,
+        channels: usize,
+        out_scale: f32,
+    ) -> Result<O::T> {
         let c = self.c;
         let head_dim = c.attention_head_dim.unwrap_or(channels);
-        if channels % head_dim != 0 {
+        if !channels.is_multiple_of(head_dim) {
             return Err(GraphError::Invalid(format!(
                 "{p}: {channels} channels not divisible by attention_head_dim {head_dim}"
             )));
@@ -167,11 +192,21 @@ impl Ctx<'_> {
         let heads = channels / head_dim;
         o.scoped(p, || {
             let s = o.shape(x);
-            let (h, w) = (s[2].known().unwrap_or(0) as i64, s[3].known().unwrap_or(0) as i64);
+            let (h, w) = (
+                s[2].known().unwrap_or(0) as i64,
+                s[3].known().unwrap_or(0) as i64,
+            );
             let ch = channels as i64;
             // 1. group norm on [B, C, H*W], then tokens [B, HW, C]
             let flat = o.reshape(x, &[0, ch, h * w])?;
-            let normed = group_norm(o, &join(p, "group_norm"), &flat, c.norm_num_groups, channels, c.norm_eps)?;
+            let normed = group_norm(
+                o,
+                &join(p, "group_norm"),
+                &flat,
+                c.norm_num_groups,
+                channels,
+                c.norm_eps,
+            )?;
             let tokens = o.transpose(&normed, &[0, 2, 1])?;
             // 2. projections, split heads [B, heads, HW, d]
             let split = |name: &str| -> Result<O::T> {
@@ -223,9 +258,15 @@ pub fn forward<O: Ops>(
     let boc = &c.block_out_channels;
     let ted = c.time_embed_dim();
     // 0. center input
-    let x = if c.center_input_sample { o.affine(x, 2.0, -1.0)? } else { x.clone() };
+    let x = if c.center_input_sample {
+        o.affine(x, 2.0, -1.0)?
+    } else {
+        x.clone()
+    };
     // 1. time (and class) embedding
-    let temb = o.scoped("time_proj", || o.timestep_embedding(t, boc[0], c.flip_sin_to_cos, c.freq_shift))?;
+    let temb = o.scoped("time_proj", || {
+        o.timestep_embedding(t, boc[0], c.flip_sin_to_cos, c.freq_shift)
+    })?;
     let temb = linear(o, "time_embedding.linear_1", &temb, boc[0], ted)?;
     let temb = o.silu(&temb)?;
     let mut emb = linear(o, "time_embedding.linear_2", &temb, ted, ted)?;
@@ -256,7 +297,11 @@ pub fn forward<O: Ops>(
         if !is_final {
             let dp = format!("{p}.downsamplers.0.conv");
             let pad = c.downsample_padding;
-            let hin = if pad == 0 { o.pad2d(&h, [0, 1, 0, 1])? } else { h.clone() };
+            let hin = if pad == 0 {
+                o.pad2d(&h, [0, 1, 0, 1])?
+            } else {
+                h.clone()
+            };
             h = conv2d(o, &dp, &hin, out_c, out_c, 3, 2, pad)?;
             skips.push((h.clone(), out_c));
         }
@@ -278,22 +323,48 @@ pub fn forward<O: Ops>(
         let is_final = i + 1 == rev.len();
         let layers = c.layers_per_block + 1;
         for j in 0..layers {
-            let (skip, skip_c) = skips.pop().ok_or_else(|| GraphError::Invalid("residual stack exhausted".into()))?;
+            let (skip, skip_c) = skips
+                .pop()
+                .ok_or_else(|| GraphError::Invalid("residual stack exhausted".into()))?;
             let rin = if j == 0 { prev_out } else { out_c };
             h = o.concat(&[&h, &skip], 1)?;
-            h = cx.resnet(o, &format!("{p}.resnets.{j}"), &h, &emb, rin + skip_c, out_c, 1.0)?;
+            h = cx.resnet(
+                o,
+                &format!("{p}.resnets.{j}"),
+                &h,
+                &emb,
+                rin + skip_c,
+                out_c,
+                1.0,
+            )?;
             if ty == "AttnUpBlock2D" {
                 h = cx.attention(o, &format!("{p}.attentions.{j}"), &h, out_c, 1.0)?;
             }
         }
         if !is_final {
             h = o.scoped(&format!("{p}.upsamplers.0"), || o.upsample_nearest2x(&h))?;
-            h = conv2d(o, &format!("{p}.upsamplers.0.conv"), &h, out_c, out_c, 3, 1, 1)?;
+            h = conv2d(
+                o,
+                &format!("{p}.upsamplers.0.conv"),
+                &h,
+                out_c,
+                out_c,
+                3,
+                1,
+                1,
+            )?;
         }
         prev_out = out_c;
     }
     // 5. output head
-    let h = group_norm(o, "conv_norm_out", &h, c.norm_num_groups, boc[0], c.norm_eps)?;
+    let h = group_norm(
+        o,
+        "conv_norm_out",
+        &h,
+        c.norm_num_groups,
+        boc[0],
+        c.norm_eps,
+    )?;
     let h = o.silu(&h)?;
     conv2d(o, "conv_out", &h, boc[0], c.out_channels, 3, 1, 1)
 }

@@ -16,7 +16,12 @@ pub fn load(path: &std::path::Path) -> HashMap<String, Tensor> {
 }
 
 pub fn vec(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().unwrap().to_dtype(candle_core::DType::F32).unwrap().to_vec1().unwrap()
+    t.flatten_all()
+        .unwrap()
+        .to_dtype(candle_core::DType::F32)
+        .unwrap()
+        .to_vec1()
+        .unwrap()
 }
 
 /// max |a-b| / max |b|
@@ -24,7 +29,10 @@ pub fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shape mismatch");
     let (a, b) = (vec(a), vec(b));
     let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
-    a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+    a.iter()
+        .zip(&b)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+        / scale
 }
 
 pub fn max_abs(a: &[f32], b: &[f32]) -> f32 {

@@ -48,8 +48,12 @@ pub fn find_ort_library() -> std::result::Result<PathBuf, String> {
 fn environment() -> std::result::Result<&'static ort::environment::Environment, String> {
     let env = ENV.get_or_init(|| {
         let lib = find_ort_library()?;
-        let builder = ort::init_from(&lib).map_err(|e| format!("loading {}: {e}", lib.display()))?;
-        builder.with_name("flashctl").build().map_err(|e| e.to_string())
+        let builder =
+            ort::init_from(&lib).map_err(|e| format!("loading {}: {e}", lib.display()))?;
+        builder
+            .with_name("flashctl")
+            .build()
+            .map_err(|e| e.to_string())
     });
     env.as_ref().map_err(|e| e.clone())
 }
@@ -67,7 +71,11 @@ impl OrtRuntime {
             "ort-cpu" => "ort-cpu",
             "ort-cuda" => "ort-cuda",
             "ort-tensorrt" => "ort-tensorrt",
-            other => return Err(ValidateError::BadInput(format!("not an ORT runtime: {other}"))),
+            other => {
+                return Err(ValidateError::BadInput(format!(
+                    "not an ORT runtime: {other}"
+                )))
+            }
         };
         let unavailable = |reason: String| ValidateError::Unavailable {
             runtime: name.into(),
@@ -78,7 +86,9 @@ impl OrtRuntime {
             return Err(unavailable("built without the `ort-cuda` feature".into()));
         }
         if name == "ort-tensorrt" && !cfg!(feature = "ort-tensorrt") {
-            return Err(unavailable("built without the `ort-tensorrt` feature".into()));
+            return Err(unavailable(
+                "built without the `ort-tensorrt` feature".into(),
+            ));
         }
         Ok(Self {
             name,
@@ -155,14 +165,18 @@ impl Runtime for OrtRuntime {
         })?;
         let mut result = vec![];
         for out in &self.output_names {
-            let v = outputs.get(out.as_str()).ok_or_else(|| ValidateError::Failed {
-                runtime: name.into(),
-                reason: format!("no output `{out}`"),
-            })?;
-            let (shape, data) = v.try_extract_tensor::<f32>().map_err(|e| ValidateError::Failed {
-                runtime: name.into(),
-                reason: e.to_string(),
-            })?;
+            let v = outputs
+                .get(out.as_str())
+                .ok_or_else(|| ValidateError::Failed {
+                    runtime: name.into(),
+                    reason: format!("no output `{out}`"),
+                })?;
+            let (shape, data) =
+                v.try_extract_tensor::<f32>()
+                    .map_err(|e| ValidateError::Failed {
+                        runtime: name.into(),
+                        reason: e.to_string(),
+                    })?;
             let shape = shape.iter().map(|&d| d as usize).collect();
             result.push(HostTensor::f32(out, shape, data.to_vec()));
         }

@@ -37,7 +37,8 @@ pub struct ParityStats {
 pub fn compare(output: &str, actual: &[f64], expected: &[f64], tol: Tolerance) -> ParityStats {
     let n = actual.len().min(expected.len());
     let mut diffs = Vec::with_capacity(n);
-    let (mut max_abs, mut sum, mut max_rel, mut outliers, mut non_finite) = (0f64, 0f64, 0f64, 0usize, 0usize);
+    let (mut max_abs, mut sum, mut max_rel, mut outliers, mut non_finite) =
+        (0f64, 0f64, 0f64, 0usize, 0usize);
     for i in 0..n {
         let (a, b) = (actual[i], expected[i]);
         if !a.is_finite() {
@@ -67,7 +68,11 @@ pub fn compare(output: &str, actual: &[f64], expected: &[f64], tol: Tolerance) -
         mean_abs: if n > 0 { sum / n as f64 } else { 0.0 },
         max_rel,
         p99_abs,
-        outlier_fraction: if n > 0 { outliers as f64 / n as f64 } else { 0.0 },
+        outlier_fraction: if n > 0 {
+            outliers as f64 / n as f64
+        } else {
+            0.0
+        },
         non_finite,
         passed: actual.len() == expected.len() && outliers == 0 && non_finite == 0,
     }

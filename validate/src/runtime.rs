@@ -20,9 +20,7 @@ pub const RUNTIME_NAMES: &[&str] = &["tract", "ort-cpu", "ort-cuda", "ort-tensor
 pub fn runtime_by_name(name: &str) -> Result<Box<dyn Runtime>> {
     match name {
         "tract" => Ok(Box::new(crate::TractRuntime::new())),
-        "ort-cpu" | "ort-cuda" | "ort-tensorrt" => {
-            Ok(Box::new(crate::OrtRuntime::new(name)?))
-        }
+        "ort-cpu" | "ort-cuda" | "ort-tensorrt" => Ok(Box::new(crate::OrtRuntime::new(name)?)),
         other => Err(ValidateError::BadInput(format!(
             "unknown runtime `{other}` (known: {})",
             RUNTIME_NAMES.join(", ")
@@ -34,5 +32,7 @@ pub fn runtime_by_name(name: &str) -> Result<Box<dyn Runtime>> {
 pub fn graph_output_names(onnx: &[u8]) -> Result<Vec<String>> {
     let m = flashctl_exporters::decode_model(onnx)
         .map_err(|e| ValidateError::BadInput(e.to_string()))?;
-    Ok(m.graph.map(|g| g.output.into_iter().map(|o| o.name).collect()).unwrap_or_default())
+    Ok(m.graph
+        .map(|g| g.output.into_iter().map(|o| o.name).collect())
+        .unwrap_or_default())
 }

@@ -53,7 +53,9 @@ impl Runtime for TractRuntime {
         // too, and concrete input facts would contradict it. Only check every input has a value.
         for name in &names {
             if !example_inputs.iter().any(|t| &t.name == name) {
-                return Err(ValidateError::BadInput(format!("graph input `{name}` has no value")));
+                return Err(ValidateError::BadInput(format!(
+                    "graph input `{name}` has no value"
+                )));
             }
         }
         let typed = model.into_optimized().map_err(fail)?;
@@ -64,7 +66,10 @@ impl Runtime for TractRuntime {
     }
 
     fn run(&mut self, inputs: &[HostTensor]) -> Result<Vec<HostTensor>> {
-        let plan = self.plan.as_ref().ok_or_else(|| fail("run before prepare"))?;
+        let plan = self
+            .plan
+            .as_ref()
+            .ok_or_else(|| fail("run before prepare"))?;
         let mut values = TVec::new();
         for name in &self.input_names {
             let t = inputs.iter().find(|t| &t.name == name).ok_or_else(|| {
