@@ -10,7 +10,9 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
     let t0 = std::time::Instant::now();
     let ds = data::open(&args.dataset, None, None)?;
     let (denoiser, mut opts) = train::preset_for(&ds, Preset::Small);
-    opts.iters = args.iters.unwrap_or(2000);
+    if let Some(i) = args.iters {
+        opts.iters = i;
+    }
     opts.seed = args.seed;
     let teacher = args.out.join("teacher");
     let tr = train::train_teacher(

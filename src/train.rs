@@ -64,7 +64,7 @@ pub fn preset_for(ds: &Dataset, preset: Preset) -> (Denoiser, TrainOptions) {
     if shape.len() == 1 {
         let (hidden, layers, iters) = match preset {
             Preset::Tiny => (64, 2, 300),
-            Preset::Small => (128, 3, 3000),
+            Preset::Small => (128, 3, 6000),
             Preset::Base => (256, 4, 10000),
         };
         let d = Denoiser::Mlp(MlpConfig {
