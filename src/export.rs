@@ -65,9 +65,21 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Trace the K-step sampler of `model` into the graph IR.
 pub fn trace_sampler(model: &LoadedModel, plan: &SamplerPlan) -> Result<Graph> {
-    let vb = model.var_builder(&Device::Cpu);
+    trace_denoiser_sampler(
+        model.var_builder(&Device::Cpu),
+        &model.config.denoiser,
+        plan,
+    )
+}
+
+/// Trace `plan` run with `d` (weights from `vb`): inputs `noise` [batch, ...] and, for
+/// class-conditional models, `class_labels` [batch] int64; output `image`.
+pub fn trace_denoiser_sampler(
+    vb: candle_nn::VarBuilder<'static>,
+    d: &crate::models::Denoiser,
+    plan: &SamplerPlan,
+) -> Result<Graph> {
     let ops = TraceOps::new(vb, "flashctl_sampler");
-    let d = &model.config.denoiser;
     let mut shape = vec![Dim::Batch];
     shape.extend(d.sample_shape().into_iter().map(Dim::Known));
     let noise = ops.input("noise", flashctl_graphs::DType::F32, shape);

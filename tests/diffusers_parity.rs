@@ -8,7 +8,7 @@ use candle_nn::VarBuilder;
 use flashctl::models::{Denoiser, UnetConfig};
 use flashctl::sampler::{ddim_plan, sample, SamplerPlan};
 use flashctl::schedule::ScheduleConfig;
-use flashctl_graphs::{Dim, EagerOps, TraceOps};
+use flashctl_graphs::EagerOps;
 use flashctl_validate::{runtime_by_name, HostTensor};
 
 struct Case {
@@ -101,20 +101,8 @@ fn check_ddim(name: &str) {
 fn check_traced(name: &str) {
     let c = case(name);
     let plan = truncated(&ddim_plan(&c.schedule, c.steps).unwrap(), 2);
-    let trace = TraceOps::new(c.vb.clone(), "t");
     let d = &c.denoiser;
-    let mut shape = vec![Dim::Batch];
-    shape.extend(d.sample_shape().into_iter().map(Dim::Known));
-    let noise = trace.input("noise", flashctl_graphs::DType::F32, shape);
-    let yl = d.num_classes().map(|_| {
-        trace.input(
-            "class_labels",
-            flashctl_graphs::DType::I64,
-            vec![Dim::Batch],
-        )
-    });
-    let out = sample(&trace, d, &plan, &noise, yl.as_ref()).unwrap();
-    let graph = trace.finish(&[("image", &out)]).unwrap();
+    let graph = flashctl::export::trace_denoiser_sampler(c.vb.clone(), d, &plan).unwrap();
     let bytes = flashctl_exporters::encode_model(&flashctl_exporters::to_model_proto(
         &graph,
         &Default::default(),
