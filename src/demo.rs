@@ -81,5 +81,22 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
         ex.reference_path.display()
     );
     println!("  total    {:.1}s", t0.elapsed().as_secs_f64());
-    Ok(v.passed)
+    // tract is the embedded default and must pass; ONNX Runtime is checked whenever its library
+    // is installed (scripts/setup.sh), and an unavailable one is shown as such, not as a pass.
+    let tract_ok = v
+        .runtimes
+        .iter()
+        .any(|r| r.runtime == "tract" && r.status == "pass");
+    let others_ok = v
+        .runtimes
+        .iter()
+        .all(|r| r.status == "pass" || r.status == "unavailable");
+    let ok = tract_ok && others_ok;
+    if v.runtimes.iter().any(|r| r.status == "unavailable") {
+        println!(
+            "  note     ONNX Runtime was not checked (unavailable); scripts/setup.sh installs it"
+        );
+    }
+    println!("demo: {}", if ok { "PASS" } else { "FAIL" });
+    Ok(ok)
 }

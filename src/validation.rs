@@ -224,5 +224,15 @@ pub fn print_table(r: &ValidationReport) {
             println!("    {}: {reason}", rt.runtime);
         }
     }
-    println!("result: {}", if r.passed { "PASS" } else { "FAIL" });
+    let unavailable: Vec<&str> = r
+        .runtimes
+        .iter()
+        .filter(|x| x.status == "unavailable")
+        .map(|x| x.runtime.as_str())
+        .collect();
+    match (r.passed, unavailable.is_empty()) {
+        (true, _) => println!("result: PASS"),
+        (false, true) => println!("result: FAIL"),
+        (false, false) => println!("result: FAIL ({} unavailable)", unavailable.join(", ")),
+    }
 }
