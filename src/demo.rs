@@ -66,8 +66,8 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
         s4.png.display()
     );
     println!(
-        "  export   4-step graph  {:.2}s  {} nodes, initializers {} B vs denoiser params {} B ({:+.2}%) -> {}",
-        ex.seconds,
+        "  export   4-step graph  {:.1} ms  {} nodes, initializers {} B vs denoiser params {} B ({:+.2}%) -> {}",
+        ex.seconds * 1e3,
         ex.node_count,
         ex.initializer_bytes,
         ex.parameter_bytes,
