@@ -43,12 +43,8 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-fn runtimes() -> &'static str {
-    if common::ort_available() {
-        "tract,ort-cpu"
-    } else {
-        "tract"
-    }
+fn runtimes() -> String {
+    common::parity_runtimes().join(",")
 }
 
 #[test]
@@ -123,7 +119,7 @@ fn tiny_mlp_train_sample_export_validate() {
     let reference = common::load(&dir.join("reference.safetensors"));
     assert!(reference.contains_key("noise") && reference.contains_key("image"));
 
-    let json = ok(&["validate", s(&graph), "--runtimes", runtimes(), "--json"]);
+    let json = ok(&["validate", s(&graph), "--runtimes", &runtimes(), "--json"]);
     let report: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(report["passed"], true);
     for rt in report["runtimes"].as_array().unwrap() {
@@ -157,49 +153,24 @@ fn tiny_mlp_train_sample_export_validate() {
 fn resumed_training_equals_uninterrupted_training() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    ok(&[
-        "teacher",
-        "train",
-        "--dataset",
-        "checkerboard",
-        "--preset",
-        "tiny",
-        "--iters",
-        "40",
-        "--seed",
-        "3",
-        "--out",
-        s(&a),
-    ]);
-    ok(&[
-        "teacher",
-        "train",
-        "--dataset",
-        "checkerboard",
-        "--preset",
-        "tiny",
-        "--iters",
-        "20",
-        "--seed",
-        "3",
-        "--out",
-        s(&b),
-    ]);
-    ok(&[
-        "teacher",
-        "train",
-        "--dataset",
-        "checkerboard",
-        "--preset",
-        "tiny",
-        "--iters",
-        "40",
-        "--seed",
-        "3",
-        "--out",
-        s(&b),
-        "--resume",
-    ]);
+    let train = |iters: &str, out: &Path, resume: bool| {
+        let mut args = vec![
+            "teacher",
+            "train",
+            "--dataset",
+            "checkerboard",
+            "--preset",
+            "tiny",
+        ];
+        args.extend(["--iters", iters, "--seed", "3", "--out", s(out)]);
+        if resume {
+            args.push("--resume");
+        }
+        ok(&args);
+    };
+    train("40", &a, false);
+    train("20", &b, false);
+    train("40", &b, true);
     let wa = std::fs::read(a.join("model.safetensors")).unwrap();
     let wb = std::fs::read(b.join("model.safetensors")).unwrap();
     assert!(wa == wb, "resumed weights differ from an uninterrupted run");
@@ -260,7 +231,7 @@ fn tiny_unet_on_png_folder_exports_and_validates() {
         "--out",
         s(&graph),
     ]);
-    let json = ok(&["validate", s(&graph), "--runtimes", runtimes(), "--json"]);
+    let json = ok(&["validate", s(&graph), "--runtimes", &runtimes(), "--json"]);
     let report: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(report["passed"], true, "{json}");
     let bytes = std::fs::read(&graph).unwrap();
@@ -330,7 +301,7 @@ fn fashion_mnist_idx_class_conditional_unet() {
             .unwrap();
     assert_eq!(manifest["inputs"][1]["name"], "class_labels");
     assert_eq!(manifest["inputs"][1]["dtype"], "int64");
-    ok(&["validate", s(&graph), "--runtimes", runtimes()]);
+    ok(&["validate", s(&graph), "--runtimes", &runtimes()]);
     // a truncated IDX file is named in a one-line error
     let bad = tmp.path().join("bad");
     std::fs::create_dir_all(&bad).unwrap();

@@ -9,7 +9,7 @@ use flashctl::models::{Denoiser, UnetConfig};
 use flashctl::sampler::{ddim_plan, sample, SamplerPlan};
 use flashctl::schedule::ScheduleConfig;
 use flashctl_graphs::EagerOps;
-use flashctl_validate::{runtime_by_name, HostTensor};
+use flashctl_validate::HostTensor;
 
 struct Case {
     denoiser: Denoiser,
@@ -103,10 +103,7 @@ fn check_traced(name: &str) {
     let plan = truncated(&ddim_plan(&c.schedule, c.steps).unwrap(), 2);
     let d = &c.denoiser;
     let graph = flashctl::export::trace_denoiser_sampler(c.vb.clone(), d, &plan).unwrap();
-    let bytes = flashctl_exporters::encode_model(&flashctl_exporters::to_model_proto(
-        &graph,
-        &Default::default(),
-    ));
+    let bytes = common::onnx_bytes(&graph);
     let eager = sample(
         &EagerOps::new(c.vb.clone()),
         d,
@@ -129,29 +126,14 @@ fn check_traced(name: &str) {
     }
     let expect = common::vec(&eager);
     let scale = expect.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let mut names = vec!["tract"];
-    if common::ort_available() {
-        names.push("ort-cpu");
-    }
-    for rt_name in names {
-        let mut rt = runtime_by_name(rt_name).unwrap();
-        rt.prepare(&bytes, &inputs).unwrap();
-        let got = rt.run(&inputs).unwrap();
-        let err = common::max_abs(&got[0].data_f32(), &expect) / scale;
+    for rt_name in common::parity_runtimes() {
+        let got = common::run_first_output(rt_name, &bytes, &inputs);
+        let err = common::max_abs(&got, &expect) / scale;
         println!("{name} traced 2-step in {rt_name}: rel err {err:.3e}");
         assert!(
             err <= 1e-4,
             "{name}: {rt_name} differs from eager by {err:.3e}"
         );
-    }
-}
-
-trait F32Data {
-    fn data_f32(&self) -> Vec<f32>;
-}
-impl F32Data for HostTensor {
-    fn data_f32(&self) -> Vec<f32> {
-        self.values_f64().iter().map(|&v| v as f32).collect()
     }
 }
 

@@ -6,7 +6,7 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use flashctl_graphs::{Dim, EagerOps, Ops, TraceOps};
-use flashctl_validate::{runtime_by_name, HostTensor};
+use flashctl_validate::HostTensor;
 use proptest::prelude::*;
 use rand::{rngs::StdRng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
@@ -40,16 +40,10 @@ macro_rules! op_case {
             }).collect();
             let y = body(&trace, &traced);
             let g = trace.finish(&[("out", &y)]).unwrap();
-            let proto = flashctl_exporters::to_model_proto(&g, &Default::default());
-            flashctl_exporters::check::check_structure(&proto).unwrap();
-            let bytes = flashctl_exporters::encode_model(&proto);
+            let bytes = common::onnx_bytes(&g);
             let host: Vec<HostTensor> = inputs.iter().map(|(n, t)| HostTensor::f32(n, t.dims().to_vec(), common::vec(t))).collect();
-            let mut rts = vec!["tract"];
-            if common::ort_available() { rts.push("ort-cpu"); }
-            for r in rts {
-                let mut rt = runtime_by_name(r).unwrap();
-                rt.prepare(&bytes, &host).unwrap();
-                let got: Vec<f32> = rt.run(&host).unwrap()[0].values_f64().iter().map(|&v| v as f32).collect();
+            for r in common::parity_runtimes() {
+                let got = common::run_first_output(r, &bytes, &host);
                 let err = common::max_abs(&got, &want);
                 assert!(err <= 1e-5, "{}: {r} differs from eager by {err:e}", stringify!($test));
             }
@@ -163,23 +157,10 @@ fn embedding_lookup_matches() {
     let y = trace.input("ids", flashctl_graphs::DType::I64, vec![Dim::Batch]);
     let out = trace.embedding(&tt, &y).unwrap();
     let g = trace.finish(&[("y", &out)]).unwrap();
-    let bytes = flashctl_exporters::encode_model(&flashctl_exporters::to_model_proto(
-        &g,
-        &Default::default(),
-    ));
+    let bytes = common::onnx_bytes(&g);
     let host = vec![HostTensor::i64("ids", vec![4], ids)];
-    let mut rts = vec!["tract"];
-    if common::ort_available() {
-        rts.push("ort-cpu");
-    }
-    for r in rts {
-        let mut rt = runtime_by_name(r).unwrap();
-        rt.prepare(&bytes, &host).unwrap();
-        let got: Vec<f32> = rt.run(&host).unwrap()[0]
-            .values_f64()
-            .iter()
-            .map(|&v| v as f32)
-            .collect();
+    for r in common::parity_runtimes() {
+        let got = common::run_first_output(r, &bytes, &host);
         assert_eq!(got, want, "{r}");
     }
 }
@@ -235,21 +216,12 @@ fn run_shape_program(
         &vec![Dim::Batch, Dim::Known(flat as usize), Dim::Known(1)]
     );
     let g = trace.finish(&[("out", &out)]).unwrap();
-    let bytes = flashctl_exporters::encode_model(&flashctl_exporters::to_model_proto(
-        &g,
-        &Default::default(),
-    ));
+    let bytes = common::onnx_bytes(&g);
     let host = vec![
         HostTensor::f32("x", xs.clone(), common::vec(&x)),
         HostTensor::f32("y", ys.clone(), common::vec(&y)),
     ];
-    let mut rt = runtime_by_name("tract").unwrap();
-    rt.prepare(&bytes, &host).unwrap();
-    let got: Vec<f32> = rt.run(&host).unwrap()[0]
-        .values_f64()
-        .iter()
-        .map(|&v| v as f32)
-        .collect();
+    let got = common::run_first_output("tract", &bytes, &host);
     prop_assert_eq!(got, want);
     Ok(())
 }

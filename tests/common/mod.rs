@@ -49,3 +49,34 @@ pub fn ort_available() -> bool {
     }
     found
 }
+
+/// The runtimes every parity test checks: tract always, ONNX Runtime CPU when installed.
+pub fn parity_runtimes() -> Vec<&'static str> {
+    let mut rts = vec!["tract"];
+    if ort_available() {
+        rts.push("ort-cpu");
+    }
+    rts
+}
+
+/// Lower a traced graph to ONNX bytes (structure-checked).
+pub fn onnx_bytes(g: &flashctl_graphs::Graph) -> Vec<u8> {
+    let proto = flashctl_exporters::to_model_proto(g, &Default::default());
+    flashctl_exporters::check::check_structure(&proto).unwrap();
+    flashctl_exporters::encode_model(&proto)
+}
+
+/// Run ONNX bytes in `runtime` and return the first output as f32.
+pub fn run_first_output(
+    runtime: &str,
+    onnx: &[u8],
+    inputs: &[flashctl_validate::HostTensor],
+) -> Vec<f32> {
+    let mut rt = flashctl_validate::runtime_by_name(runtime).unwrap();
+    rt.prepare(onnx, inputs).unwrap();
+    rt.run(inputs).unwrap()[0]
+        .values_f64()
+        .iter()
+        .map(|&v| v as f32)
+        .collect()
+}
