@@ -32,6 +32,39 @@ fn bad(path: &Path, msg: impl ToString) -> CheckpointError {
 pub struct SamplerDefaults {
     pub kind: SamplerKind,
     pub steps: usize,
+    /// A distilled student's fixed timestep list (DDIM chained through exactly these).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timesteps: Option<Vec<usize>>,
+    /// Noise correction at the first step (Imagine Flash students).
+    #[serde(default)]
+    pub noise_correction: bool,
+}
+
+impl ModelConfig {
+    /// The sampler this model runs by default, or with `steps`/`kind` overrides. A student with a
+    /// fixed timestep list only runs that list.
+    pub fn sampler_plan(
+        &self,
+        steps: Option<usize>,
+        kind: Option<SamplerKind>,
+    ) -> anyhow::Result<crate::sampler::SamplerPlan> {
+        let d = &self.sampler;
+        if let Some(ts) = &d.timesteps {
+            if steps.is_some_and(|s| s != ts.len()) || kind.is_some_and(|k| k != d.kind) {
+                anyhow::bail!(
+                    "this model was distilled for {} {:?} steps at timesteps {ts:?}; it runs only that sampler",
+                    ts.len(),
+                    d.kind
+                );
+            }
+            return crate::sampler::chain_plan(&self.schedule, ts, d.noise_correction)
+                .map_err(anyhow::Error::msg);
+        }
+        let steps = steps.unwrap_or(d.steps);
+        let kind = kind.unwrap_or(d.kind);
+        crate::sampler::plan(kind, &self.schedule, steps)
+            .map_err(|e| anyhow::anyhow!("{steps} {kind:?} steps: {e}"))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,11 +93,15 @@ impl LoadedModel {
     }
 }
 
-/// Load a model directory, refusing missing files, corrupt or truncated safetensors and
-/// non-finite weights with the offending path or tensor named.
+/// Load a model directory — flashctl's own or a diffusers `UNet2DModel` (model or pipeline
+/// folder) — refusing missing files, corrupt or truncated safetensors, non-finite weights,
+/// unsupported options and weights that do not fit the architecture, naming what is wrong.
 pub fn load(dir: &Path, device: &Device) -> Result<LoadedModel, CheckpointError> {
     if !dir.is_dir() {
         return Err(bad(dir, "model directory does not exist"));
+    }
+    if crate::diffusers::is_diffusers_dir(dir) {
+        return load_diffusers(dir, device);
     }
     let cfg_path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| bad(&cfg_path, e))?;
@@ -81,6 +118,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<LoadedModel, CheckpointError>
     }
     let wpath = dir.join(WEIGHTS_FILE);
     let weights = load_tensors(&wpath, device)?;
+    check_weights(&config.denoiser, &weights, &wpath)?;
     Ok(LoadedModel {
         dir: dir.to_path_buf(),
         config,
@@ -132,5 +170,141 @@ pub fn save_config(dir: &Path, cfg: &ModelConfig) -> anyhow::Result<()> {
         &dir.join(CONFIG_FILE),
         serde_json::to_string_pretty(cfg)?.as_bytes(),
     )?;
+    Ok(())
+}
+
+/// A diffusers model directory as a flashctl teacher: its UNet, its scheduler, DDIM by default.
+fn load_diffusers(dir: &Path, device: &Device) -> Result<LoadedModel, CheckpointError> {
+    use crate::diffusers as hf;
+    let layout = hf::layout(dir).map_err(|e| bad(dir, e))?;
+    let unet = hf::read_object(&layout.config)
+        .and_then(|m| hf::parse_unet_config(&m))
+        .map_err(|e| bad(&layout.config, e))?;
+    let schedule = hf::read_object(&layout.scheduler)
+        .and_then(|m| hf::parse_scheduler_config(&m))
+        .map_err(|e| bad(&layout.scheduler, e))?;
+    let denoiser = Denoiser::Unet(unet);
+    let mut weights = load_tensors(&layout.weights, device)?;
+    // fp16/bf16 checkpoints are computed in float32, as flashctl computes everything
+    for t in weights.values_mut() {
+        if t.dtype().is_float() && t.dtype() != DType::F32 {
+            *t = t
+                .to_dtype(DType::F32)
+                .map_err(|e| bad(&layout.weights, e))?;
+        }
+    }
+    check_weights(&denoiser, &weights, &layout.weights)?;
+    Ok(LoadedModel {
+        dir: dir.to_path_buf(),
+        config: ModelConfig {
+            schema_version: SCHEMA_VERSION,
+            role: "teacher".into(),
+            dataset: format!("diffusers:{}", dir.display()),
+            denoiser,
+            schedule,
+            sampler: SamplerDefaults {
+                kind: SamplerKind::Ddim,
+                steps: 50,
+                timesteps: None,
+                noise_correction: false,
+            },
+        },
+        weights,
+    })
+}
+
+/// The parameters (name, shape) the architecture asks for, found by tracing one forward pass
+/// with a probe backend (no arithmetic is run).
+pub fn expected_parameters(d: &Denoiser) -> Result<ParamList, String> {
+    use flashctl_graphs::{Dim, TraceOps};
+    let probe = ParamProbe::default();
+    let seen = probe.seen.clone();
+    let vb = VarBuilder::from_backend(Box::new(probe), DType::F32, Device::Cpu);
+    let ops = TraceOps::new(vb, "probe");
+    let mut shape = vec![Dim::Batch];
+    shape.extend(d.sample_shape().into_iter().map(Dim::Known));
+    let x = ops.input("x", flashctl_graphs::DType::F32, shape);
+    let t = ops.input("t", flashctl_graphs::DType::F32, vec![Dim::Batch]);
+    let y = d
+        .num_classes()
+        .map(|_| ops.input("y", flashctl_graphs::DType::I64, vec![Dim::Batch]));
+    d.forward(&ops, &x, &t, y.as_ref())
+        .map_err(|e| e.to_string())?;
+    let seen = seen.lock().unwrap().clone();
+    Ok(seen)
+}
+
+type ParamList = Vec<(String, Vec<usize>)>;
+
+#[derive(Default)]
+struct ParamProbe {
+    seen: std::sync::Arc<std::sync::Mutex<ParamList>>,
+}
+
+impl candle_nn::var_builder::SimpleBackend for ParamProbe {
+    fn get(
+        &self,
+        s: candle_core::Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let mut seen = self.seen.lock().unwrap();
+        if !seen.iter().any(|(n, _)| n == name) {
+            seen.push((name.to_string(), s.dims().to_vec()));
+        }
+        Tensor::zeros(s, dtype, dev)
+    }
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("probe: no tensor `{name}`")
+    }
+    fn contains_tensor(&self, _: &str) -> bool {
+        true
+    }
+}
+
+/// Every parameter the architecture needs is present with its shape, and the checkpoint holds
+/// nothing else (an extra tensor means an option the config does not describe).
+pub fn check_weights(
+    d: &Denoiser,
+    weights: &HashMap<String, Tensor>,
+    file: &Path,
+) -> Result<(), CheckpointError> {
+    let expected = expected_parameters(d).map_err(|e| bad(file, e))?;
+    for (name, shape) in &expected {
+        match weights.get(name) {
+            None => {
+                return Err(bad(
+                    file,
+                    format!("missing tensor `{name}` (shape {shape:?})"),
+                ))
+            }
+            Some(t) if t.dims() != shape.as_slice() => {
+                return Err(bad(
+                    file,
+                    format!(
+                        "tensor `{name}` has shape {:?}, the config needs {shape:?}",
+                        t.dims()
+                    ),
+                ))
+            }
+            _ => {}
+        }
+    }
+    let mut extra: Vec<&String> = weights
+        .keys()
+        .filter(|k| !expected.iter().any(|(n, _)| n == *k))
+        .collect();
+    extra.sort();
+    if let Some(first) = extra.first() {
+        return Err(bad(
+            file,
+            format!(
+                "{} tensor(s) the config does not use, first `{first}` (an option missing from the config?)",
+                extra.len()
+            ),
+        ));
+    }
     Ok(())
 }

@@ -34,6 +34,23 @@ pub enum Command {
 pub enum TeacherCommand {
     /// Train a teacher (DDPM loss, AdamW, EMA, atomic checkpoints).
     Train(TrainArgs),
+    /// One denoiser call: `x` [B,C,H,W], `t` [B] and optional `class_labels` [B] from --inputs,
+    /// `denoiser_out` to --out.
+    Run(TeacherRunArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TeacherRunArgs {
+    /// model directory (flashctl or diffusers) or an ONNX teacher (NAME.onnx + NAME.teacher.json)
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub inputs: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// runtime for an ONNX teacher: tract, ort-cpu, ort-cuda
+    #[arg(long, default_value = "tract")]
+    pub runtime: String,
 }
 
 #[derive(Args, Debug)]
@@ -70,8 +87,15 @@ pub struct TrainArgs {
 
 #[derive(Args, Debug)]
 pub struct SampleArgs {
+    /// model directory (flashctl or diffusers) or an ONNX teacher (NAME.onnx + NAME.teacher.json)
     #[arg(long)]
     pub model: PathBuf,
+    /// start from `x_T` (and `class_labels`) in this safetensors file instead of seeded noise
+    #[arg(long)]
+    pub inputs: Option<PathBuf>,
+    /// runtime for an ONNX teacher: tract, ort-cpu, ort-cuda
+    #[arg(long, default_value = "tract")]
+    pub runtime: String,
     /// sampler steps (default: the model's)
     #[arg(long)]
     pub steps: Option<usize>,
@@ -82,7 +106,7 @@ pub struct SampleArgs {
     pub count: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// PNG to write (default MODEL/samples.png)
+    /// PNG to write (default MODEL/samples.png for seeded runs of a model directory)
     #[arg(long)]
     pub png: Option<PathBuf>,
     /// also write the raw samples (`sample`) to this safetensors file
@@ -100,6 +124,10 @@ pub struct ExportArgs {
     /// ddim or euler
     #[arg(long)]
     pub sampler: Option<String>,
+    /// export one denoiser call (inputs x, t, class_labels; output denoiser_out) with the
+    /// NAME.teacher.json sidecar that makes it usable as an ONNX teacher
+    #[arg(long)]
+    pub denoiser_only: bool,
     #[arg(long)]
     pub out: PathBuf,
 }

@@ -24,23 +24,35 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
         false,
         true,
     )?;
+    let png50 = args.out.join("teacher_50step.png");
     let s50 = sample::sample(
         &teacher,
-        Some(50),
-        None,
-        2000,
-        1,
-        &args.out.join("teacher_50step.png"),
-        None,
+        &sample::SampleOptions {
+            steps: Some(50),
+            kind: None,
+            start: sample::Start::Seeded {
+                count: 2000,
+                seed: 1,
+            },
+            png: Some(&png50),
+            out: None,
+            runtime: "tract",
+        },
     )?;
+    let png4 = args.out.join("teacher_4step.png");
     let s4 = sample::sample(
         &teacher,
-        Some(4),
-        None,
-        2000,
-        1,
-        &args.out.join("teacher_4step.png"),
-        None,
+        &sample::SampleOptions {
+            steps: Some(4),
+            kind: None,
+            start: sample::Start::Seeded {
+                count: 2000,
+                seed: 1,
+            },
+            png: Some(&png4),
+            out: None,
+            runtime: "tract",
+        },
     )?;
     let graph = args.out.join("export/model.onnx");
     let ex = export::export(&teacher, Some(4), None, &graph)?;
@@ -58,12 +70,12 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
     println!(
         "  sample   50-step DDIM {:.2}s -> {}",
         s50.seconds,
-        s50.png.display()
+        png50.display()
     );
     println!(
         "  sample    4-step DDIM {:.2}s -> {}",
         s4.seconds,
-        s4.png.display()
+        png4.display()
     );
     println!(
         "  export   4-step graph  {:.1} ms  {} nodes, initializers {} B vs denoiser params {} B ({:+.2}%) -> {}",

@@ -101,13 +101,24 @@ pub fn reference_inputs(
     seed: u64,
 ) -> Result<(Tensor, Option<Tensor>)> {
     let d = &model.config.denoiser;
+    seeded_noise(&d.sample_shape(), d.num_classes(), batch, seed)
+}
+
+/// Seeded standard-normal noise [batch, ...sample_shape] and cycling labels 0..k when
+/// class-conditional.
+pub fn seeded_noise(
+    sample_shape: &[usize],
+    num_classes: Option<usize>,
+    batch: usize,
+    seed: u64,
+) -> Result<(Tensor, Option<Tensor>)> {
     let mut shape = vec![batch];
-    shape.extend(d.sample_shape());
+    shape.extend(sample_shape);
     let n: usize = shape.iter().product();
     let mut rng = StdRng::seed_from_u64(seed);
     let v: Vec<f32> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
     let noise = Tensor::from_vec(v, shape, &Device::Cpu)?;
-    let labels = match d.num_classes() {
+    let labels = match num_classes {
         Some(k) => Some(Tensor::from_vec(
             (0..batch).map(|i| (i % k) as i64).collect::<Vec<_>>(),
             batch,
@@ -146,10 +157,8 @@ pub fn export(
         bail!("--out must name a .onnx file, got {}", out.display());
     }
     let model = checkpoint::load(model_dir, &Device::Cpu)?;
-    let steps = steps.unwrap_or(model.config.sampler.steps);
-    let kind = kind.unwrap_or(model.config.sampler.kind);
-    let plan = sampler::plan(kind, &model.config.schedule, steps)
-        .map_err(|e| anyhow::anyhow!("--steps {steps}: {e}"))?;
+    let plan = model.config.sampler_plan(steps, kind)?;
+    let (steps, kind) = (plan.steps.len(), plan.kind);
     // 1. trace and lower
     let graph = trace_sampler(&model, &plan).context("tracing the sampler")?;
     let meta = ExportMeta {
@@ -157,6 +166,10 @@ pub fn export(
         props: vec![
             ("flashctl.steps".into(), steps.to_string()),
             ("flashctl.timesteps".into(), format!("{:?}", plan.timesteps)),
+            (
+                "flashctl.noise_correction".into(),
+                plan.noise_correction.to_string(),
+            ),
         ],
     };
     let proto = to_model_proto(&graph, &meta);
@@ -203,6 +216,134 @@ pub fn export(
         reference: REFERENCE_FILE.into(),
         reference_seed: seed,
     };
+    checkpoint::write_atomic(
+        &manifest_path,
+        serde_json::to_string_pretty(&manifest)?.as_bytes(),
+    )?;
+    Ok(ExportReport {
+        graph_path: out.to_path_buf(),
+        manifest_path,
+        reference_path,
+        initializer_bytes: summary.initializer_bytes,
+        parameter_bytes: model.parameter_bytes(),
+        node_count: summary.node_count,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Trace one denoiser call: inputs `x` [batch, ...] f32, `t` [batch] f32 and, for
+/// class-conditional models, `class_labels` [batch] int64; output `denoiser_out`.
+pub fn trace_denoiser(
+    vb: candle_nn::VarBuilder<'static>,
+    d: &crate::models::Denoiser,
+) -> Result<Graph> {
+    let ops = TraceOps::new(vb, "flashctl_denoiser");
+    let mut shape = vec![Dim::Batch];
+    shape.extend(d.sample_shape().into_iter().map(Dim::Known));
+    let f32t = flashctl_graphs::DType::F32;
+    let x = ops.input("x", f32t, shape);
+    let t = ops.input("t", f32t, vec![Dim::Batch]);
+    let labels = d.num_classes().map(|_| {
+        ops.input(
+            "class_labels",
+            flashctl_graphs::DType::I64,
+            vec![Dim::Batch],
+        )
+    });
+    let y = d.forward(&ops, &x, &t, labels.as_ref())?;
+    Ok(ops.finish(&[("denoiser_out", &y)])?)
+}
+
+/// The sidecar that makes an exported denoiser usable as an ONNX teacher.
+pub fn denoiser_sidecar(model: &LoadedModel) -> Result<crate::teacher::OnnxSidecar> {
+    let mut scheduler = match serde_json::to_value(&model.config.schedule)? {
+        serde_json::Value::Object(m) => m,
+        _ => unreachable!("a struct serialises to an object"),
+    };
+    scheduler.insert("_class_name".into(), "DDIMScheduler".into());
+    let classes = model.config.denoiser.num_classes();
+    Ok(crate::teacher::OnnxSidecar {
+        schema_version: 1,
+        scheduler,
+        inputs: crate::teacher::OnnxInputNames {
+            sample: "x".into(),
+            timestep: "t".into(),
+            class_labels: classes.map(|_| "class_labels".into()),
+        },
+        output: Some("denoiser_out".into()),
+        sample_shape: Some(model.config.denoiser.sample_shape()),
+        num_classes: classes,
+    })
+}
+
+/// `flashctl export --denoiser-only`: one denoiser call as a graph, with the sidecar that lets
+/// flashctl use it as an ONNX teacher, a manifest and reference outputs.
+pub fn export_denoiser(model_dir: &Path, out: &Path) -> Result<ExportReport> {
+    let start = std::time::Instant::now();
+    if out.extension().map(|e| e != "onnx").unwrap_or(true) {
+        bail!("--out must name a .onnx file, got {}", out.display());
+    }
+    let model = checkpoint::load(model_dir, &Device::Cpu)?;
+    let d = &model.config.denoiser;
+    let graph =
+        trace_denoiser(model.var_builder(&Device::Cpu), d).context("tracing the denoiser")?;
+    let meta = ExportMeta {
+        doc: "flashctl denoiser, one call".into(),
+        props: vec![("flashctl.kind".into(), "denoiser".into())],
+    };
+    let proto = to_model_proto(&graph, &meta);
+    check_structure(&proto)?;
+    let bytes = encode_model(&proto);
+    let summary = summarize(&proto);
+    let seed = 20241;
+    let (x, labels) = reference_inputs(&model, REFERENCE_BATCH, seed)?;
+    let last = (model.config.schedule.num_train_timesteps - 1) as f32;
+    let tv: Vec<f32> = (0..REFERENCE_BATCH)
+        .map(|i| (last * (1.0 - i as f32 / REFERENCE_BATCH as f32)).round())
+        .collect();
+    let t = Tensor::from_vec(tv, REFERENCE_BATCH, &Device::Cpu)?;
+    let ops = EagerOps::new(model.var_builder(&Device::Cpu));
+    let y = d.forward(&ops, &x, &t, labels.as_ref())?;
+    let mut reference = std::collections::HashMap::new();
+    reference.insert("x".to_string(), x);
+    reference.insert("t".to_string(), t);
+    if let Some(l) = labels {
+        reference.insert("class_labels".to_string(), l);
+    }
+    reference.insert("denoiser_out".to_string(), y);
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let reference_path = dir.join(REFERENCE_FILE);
+    let manifest_path = dir.join(MANIFEST_FILE);
+    flashctl_exporters::write_atomic(out, &bytes)?;
+    checkpoint::save_tensors(&reference_path, &reference)?;
+    checkpoint::write_atomic(
+        &crate::teacher::sidecar_path(out),
+        serde_json::to_string_pretty(&denoiser_sidecar(&model)?)?.as_bytes(),
+    )?;
+    let sig = |v: &flashctl_graphs::ValueInfo| Signature {
+        name: v.name.clone(),
+        dtype: v.dtype.name().into(),
+        shape: v.shape.iter().map(|d| d.to_string()).collect(),
+    };
+    let manifest = serde_json::json!({
+        "schema_version": MANIFEST_SCHEMA,
+        "kind": "denoiser",
+        "graph": out.file_name().unwrap().to_string_lossy(),
+        "graph_sha256": sha256_hex(&bytes),
+        "opset": summary.opset,
+        "model": model.config,
+        "inputs": graph.inputs.iter().map(sig).collect::<Vec<_>>(),
+        "outputs": graph.outputs.iter().map(sig).collect::<Vec<_>>(),
+        "denoiser_parameter_bytes": model.parameter_bytes(),
+        "initializer_bytes": summary.initializer_bytes,
+        "node_count": summary.node_count,
+        "reference": REFERENCE_FILE,
+        "reference_seed": seed,
+    });
     checkpoint::write_atomic(
         &manifest_path,
         serde_json::to_string_pretty(&manifest)?.as_bytes(),

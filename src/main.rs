@@ -55,31 +55,57 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             );
             Ok(Outcome::Ok)
         }
+        Command::Teacher(TeacherCommand::Run(a)) => {
+            let y = sample::teacher_run(&a.model, &a.inputs, &a.out, &a.runtime)?;
+            println!("denoiser_out {:?} -> {}", y.dims(), a.out.display());
+            Ok(Outcome::Ok)
+        }
         Command::Sample(a) => {
-            let png = a.png.clone().unwrap_or_else(|| a.model.join("samples.png"));
+            let start = match &a.inputs {
+                Some(p) => sample::Start::File(p),
+                None => sample::Start::Seeded {
+                    count: a.count.max(1),
+                    seed: a.seed,
+                },
+            };
+            let default_png =
+                (a.inputs.is_none() && a.model.is_dir()).then(|| a.model.join("samples.png"));
+            let png = a.png.clone().or(default_png);
             let r = sample::sample(
                 &a.model,
-                a.steps,
-                parse_sampler(&a.sampler)?,
-                a.count.max(1),
-                a.seed,
-                &png,
-                a.out.as_deref(),
+                &sample::SampleOptions {
+                    steps: a.steps,
+                    kind: parse_sampler(&a.sampler)?,
+                    start,
+                    png: png.as_deref(),
+                    out: a.out.as_deref(),
+                    runtime: &a.runtime,
+                },
             )?;
             println!(
-                "sampled {} x {}-step in {:.2}s -> {}",
-                a.count,
-                r.steps,
-                r.seconds,
-                r.png.display()
+                "sampled {} x {}-step in {:.2}s",
+                r.count, r.steps, r.seconds
             );
+            if let Some(p) = r.png {
+                println!("png -> {}", p.display());
+            }
             if let Some(t) = r.tensor {
                 println!("raw samples -> {}", t.display());
             }
             Ok(Outcome::Ok)
         }
         Command::Export(a) => {
-            let r = export::export(&a.model, a.steps, parse_sampler(&a.sampler)?, &a.out)?;
+            let r = if a.denoiser_only {
+                if a.steps.is_some() || a.sampler.is_some() {
+                    return Err(BadInput(
+                        "--denoiser-only exports one call: no --steps/--sampler".into(),
+                    )
+                    .into());
+                }
+                export::export_denoiser(&a.model, &a.out)?
+            } else {
+                export::export(&a.model, a.steps, parse_sampler(&a.sampler)?, &a.out)?
+            };
             println!(
                 "exported {} ({} nodes, initializers {} B, denoiser parameters {} B) in {:.2}s",
                 r.graph_path.display(),

@@ -1,49 +1,101 @@
-//! `flashctl sample`: eager sampling to a PNG (grid for images, scatter for 2-D) and optionally
-//! the raw tensor as safetensors.
+//! `flashctl sample`: eager sampling with any model flashctl can run (model directory, diffusers
+//! directory, ONNX teacher) to a PNG (grid for images, scatter for 2-D) and optionally the raw
+//! tensor; or, with `--inputs`, from a given `x_T` (and `class_labels`) to `sample`.
 
 use crate::checkpoint;
-use crate::export::{eager_sample, reference_inputs};
-use crate::sampler::{self, SamplerKind};
-use anyhow::Result;
-use candle_core::{Device, Tensor};
+use crate::export::seeded_noise;
+use crate::sampler::SamplerKind;
+use crate::teacher::Teacher;
+use anyhow::{bail, Result};
+use candle_core::{DType, Device, Tensor};
 use std::path::{Path, PathBuf};
 
 pub struct SampleReport {
-    pub png: PathBuf,
+    pub png: Option<PathBuf>,
     pub tensor: Option<PathBuf>,
     pub steps: usize,
+    pub count: usize,
     pub seconds: f64,
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn sample(
-    model_dir: &Path,
-    steps: Option<usize>,
-    kind: Option<SamplerKind>,
-    count: usize,
-    seed: u64,
-    png: &Path,
-    out: Option<&Path>,
-) -> Result<SampleReport> {
+/// Where the starting noise comes from.
+pub enum Start<'a> {
+    /// `count` seeded standard-normal samples (labels cycle through the classes).
+    Seeded { count: usize, seed: u64 },
+    /// `x_T` (the starting state, already scaled) and optional `class_labels` from a file.
+    File(&'a Path),
+}
+
+pub struct SampleOptions<'a> {
+    pub steps: Option<usize>,
+    pub kind: Option<SamplerKind>,
+    pub start: Start<'a>,
+    pub png: Option<&'a Path>,
+    pub out: Option<&'a Path>,
+    /// Runtime for an ONNX teacher.
+    pub runtime: &'a str,
+}
+
+/// Read `x_T` and optional `class_labels` (float or int) from a safetensors file.
+pub fn read_start(path: &Path) -> Result<(Tensor, Option<Tensor>)> {
+    let m = checkpoint::load_tensors(path, &Device::Cpu)?;
+    let x = m
+        .get("x_T")
+        .ok_or_else(|| anyhow::anyhow!("{}: no tensor `x_T`", path.display()))?
+        .to_dtype(DType::F32)?;
+    let labels = m
+        .get("class_labels")
+        .map(|l| integral_labels(l, path))
+        .transpose()?;
+    Ok((x, labels))
+}
+
+/// Class labels stored as float or int, checked to be whole numbers, as int64.
+pub fn integral_labels(l: &Tensor, path: &Path) -> Result<Tensor> {
+    let v = l.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+    if v.iter().any(|x| x.fract() != 0.0) {
+        bail!("{}: class_labels must be whole numbers", path.display());
+    }
+    Ok(l.to_dtype(DType::F64)?.to_dtype(DType::I64)?)
+}
+
+pub fn sample(model: &Path, opts: &SampleOptions) -> Result<SampleReport> {
     let t0 = std::time::Instant::now();
-    let model = checkpoint::load(model_dir, &Device::Cpu)?;
-    let steps = steps.unwrap_or(model.config.sampler.steps);
-    let kind = kind.unwrap_or(model.config.sampler.kind);
-    let plan = sampler::plan(kind, &model.config.schedule, steps)
-        .map_err(|e| anyhow::anyhow!("--steps {steps}: {e}"))?;
-    let (noise, labels) = reference_inputs(&model, count, seed)?;
-    let x = eager_sample(&model, &plan, &noise, labels.as_ref())?;
-    write_outputs(&x, png, out)?;
+    let teacher = Teacher::open(model, opts.runtime)?;
+    let plan = teacher.plan(opts.steps, opts.kind)?;
+    let (noise, labels) = match opts.start {
+        Start::Seeded { count, seed } => {
+            seeded_noise(&teacher.sample_shape(), teacher.num_classes(), count, seed)?
+        }
+        Start::File(p) => {
+            let (x, l) = read_start(p)?;
+            // the file holds the starting state; the plan scales noise by init_sigma
+            let x = if plan.init_sigma != 1.0 {
+                x.affine(1.0 / plan.init_sigma as f64, 0.0)?
+            } else {
+                x
+            };
+            (x, l)
+        }
+    };
+    let x = teacher.sample(&plan, &noise, labels.as_ref())?;
+    if let Some(png) = opts.png {
+        write_png(&x, png)?;
+    }
+    if let Some(out) = opts.out {
+        write_tensor(out, "sample", &x)?;
+    }
     Ok(SampleReport {
-        png: png.to_path_buf(),
-        tensor: out.map(Path::to_path_buf),
-        steps,
+        png: opts.png.map(Path::to_path_buf),
+        tensor: opts.out.map(Path::to_path_buf),
+        steps: plan.steps.len(),
+        count: x.dims()[0],
         seconds: t0.elapsed().as_secs_f64(),
     })
 }
 
-/// PNG (scatter or grid) plus, optionally, the raw samples as `sample` in a safetensors file.
-pub fn write_outputs(x: &Tensor, png: &Path, out: Option<&Path>) -> Result<()> {
+/// PNG of samples: a scatter plot for 2-D points, a grid for images.
+pub fn write_png(x: &Tensor, png: &Path) -> Result<()> {
     if let Some(dir) = png.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
@@ -55,14 +107,38 @@ pub fn write_outputs(x: &Tensor, png: &Path, out: Option<&Path>) -> Result<()> {
     } else if dims.len() == 4 {
         let cols = (dims[0] as f64).sqrt().ceil() as usize;
         crate::plot::image_grid(png, &flat, [dims[0], dims[1], dims[2], dims[3]], cols)?;
-    }
-    if let Some(out) = out {
-        if let Some(dir) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut m = std::collections::HashMap::new();
-        m.insert("sample".to_string(), x.clone());
-        checkpoint::save_tensors(out, &m)?;
+    } else {
+        bail!("cannot draw samples of shape {dims:?} (2-D points or images only)");
     }
     Ok(())
+}
+
+/// One named tensor to a safetensors file, atomically.
+pub fn write_tensor(out: &Path, name: &str, x: &Tensor) -> Result<()> {
+    if let Some(dir) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut m = std::collections::HashMap::new();
+    m.insert(name.to_string(), x.clone());
+    checkpoint::save_tensors(out, &m)
+}
+
+/// `flashctl teacher run`: one denoiser call on `x`, `t` (float or int) and optional
+/// `class_labels` from `inputs`, written as `denoiser_out`.
+pub fn teacher_run(model: &Path, inputs: &Path, out: &Path, runtime: &str) -> Result<Tensor> {
+    let teacher = Teacher::open(model, runtime)?;
+    let m = checkpoint::load_tensors(inputs, &Device::Cpu)?;
+    let get = |k: &str| {
+        m.get(k)
+            .ok_or_else(|| anyhow::anyhow!("{}: no tensor `{k}`", inputs.display()))
+    };
+    let x = get("x")?.to_dtype(DType::F32)?;
+    let t = get("t")?.to_dtype(DType::F32)?;
+    let labels = m
+        .get("class_labels")
+        .map(|l| integral_labels(l, inputs))
+        .transpose()?;
+    let y = teacher.denoise(&x, &t, labels.as_ref())?;
+    write_tensor(out, "denoiser_out", &y)?;
+    Ok(y)
 }

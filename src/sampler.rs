@@ -51,6 +51,9 @@ pub struct SamplerPlan {
     /// The starting state is `noise * init_sigma`.
     pub init_sigma: f32,
     pub steps: Vec<StepPlan>,
+    /// Noise correction (Imagine Flash): the first update uses the input noise as its epsilon.
+    #[serde(default)]
+    pub noise_correction: bool,
 }
 
 /// (x0_x, x0_out, eps_x, eps_out) for the parameterisation at alpha_bar `a` (float32 as torch).
@@ -101,6 +104,7 @@ pub fn ddim_plan(cfg: &ScheduleConfig, steps: usize) -> Result<SamplerPlan, Stri
         timesteps,
         init_sigma: 1.0,
         steps: plan,
+        noise_correction: false,
     })
 }
 
@@ -150,6 +154,60 @@ pub fn euler_plan(cfg: &ScheduleConfig, steps: usize) -> Result<SamplerPlan, Str
         timesteps,
         init_sigma,
         steps: plan,
+        noise_correction: false,
+    })
+}
+
+/// DDIM (eta 0) through an explicit timestep list, each step landing exactly on the next listed
+/// timestep and the last on x0 — the fixed schedule of a distilled student. With noise
+/// correction, the first step takes x0 from a well-conditioned output (v or x0 as predicted;
+/// an epsilon model's output is read as x0 there) and uses the input noise as its epsilon.
+pub fn chain_plan(
+    cfg: &ScheduleConfig,
+    timesteps: &[usize],
+    noise_correction: bool,
+) -> Result<SamplerPlan, String> {
+    if timesteps.is_empty() {
+        return Err("empty timestep list".into());
+    }
+    if timesteps.windows(2).any(|w| w[1] >= w[0]) {
+        return Err(format!("timesteps {timesteps:?} must strictly decrease"));
+    }
+    if timesteps[0] >= cfg.num_train_timesteps {
+        return Err(format!(
+            "timestep {} outside 0..{}",
+            timesteps[0], cfg.num_train_timesteps
+        ));
+    }
+    let ac = cfg.alphas_cumprod();
+    let mut plan = vec![];
+    for (i, &t) in timesteps.iter().enumerate() {
+        let a = ac[t];
+        let a_prev = timesteps.get(i + 1).map(|&n| ac[n]).unwrap_or(1.0);
+        let first_nc = noise_correction && i == 0;
+        let (x0_x, x0_out, eps_x, eps_out) = match cfg.prediction_type {
+            Prediction::Epsilon if first_nc => (0.0, 1.0, 0.0, 0.0),
+            p => prediction_coeffs(p, a, t)?,
+        };
+        plan.push(StepPlan {
+            t,
+            in_scale: 1.0,
+            x0_x,
+            x0_out,
+            eps_x,
+            eps_out,
+            clip: cfg.clip_sample.then_some(cfg.clip_sample_range),
+            next_x: 0.0,
+            next_x0: a_prev.sqrt(),
+            next_eps: (1.0 - a_prev).sqrt(),
+        });
+    }
+    Ok(SamplerPlan {
+        kind: SamplerKind::Ddim,
+        timesteps: timesteps.to_vec(),
+        init_sigma: 1.0,
+        steps: plan,
+        noise_correction,
     })
 }
 
@@ -183,6 +241,33 @@ fn lin<O: Ops>(o: &O, terms: &[(&O::T, f32)]) -> GResult<O::T> {
     }
 }
 
+/// One step given the model output `out` at state `x`: returns (x0, next state). With
+/// `eps_override` the update uses that noise instead of the one implied by `out` (noise
+/// correction: the true x_T at the first step, where the predicted noise is uninformative).
+pub fn apply_step<O: Ops>(
+    o: &O,
+    s: &StepPlan,
+    x: &O::T,
+    out: &O::T,
+    eps_override: Option<&O::T>,
+) -> GResult<(O::T, O::T)> {
+    let mut x0 = lin(o, &[(x, s.x0_x), (out, s.x0_out)])?;
+    if let Some(r) = s.clip {
+        x0 = o.clamp(&x0, -r, r)?;
+    }
+    let eps = match (eps_override, s.next_eps != 0.0) {
+        (_, false) => None,
+        (Some(e), true) => Some(e.clone()),
+        (None, true) => Some(lin(o, &[(x, s.eps_x), (out, s.eps_out)])?),
+    };
+    let mut terms = vec![(x, s.next_x), (&x0, s.next_x0)];
+    if let Some(e) = eps.as_ref() {
+        terms.push((e, s.next_eps));
+    }
+    let next = lin(o, &terms)?;
+    Ok((x0, next))
+}
+
 /// Run a sampler plan from `noise` (and class labels) to a sample. Written once for every backend.
 pub fn sample<O: Ops>(
     o: &O,
@@ -191,11 +276,28 @@ pub fn sample<O: Ops>(
     noise: &O::T,
     class_labels: Option<&O::T>,
 ) -> GResult<O::T> {
+    sample_with(o, plan, noise, |x_in, t| {
+        model.forward(o, x_in, t, class_labels)
+    })
+}
+
+/// `sample` with the denoiser as a function of (model input, timestep [1]): lets a black-box
+/// model (an ONNX teacher) run the same step maths.
+pub fn sample_with<O: Ops, F>(
+    o: &O,
+    plan: &SamplerPlan,
+    noise: &O::T,
+    mut model: F,
+) -> GResult<O::T>
+where
+    F: FnMut(&O::T, &O::T) -> GResult<O::T>,
+{
     let mut x = if plan.init_sigma != 1.0 {
         o.scale(noise, plan.init_sigma)?
     } else {
         noise.clone()
     };
+    let x_t = x.clone();
     for (i, s) in plan.steps.iter().enumerate() {
         x = o.scoped(&format!("step{i}"), || -> GResult<O::T> {
             let t = o.constant(&[s.t as f32], &[1])?;
@@ -204,21 +306,9 @@ pub fn sample<O: Ops>(
             } else {
                 x.clone()
             };
-            let out = model.forward(o, &x_in, &t, class_labels)?;
-            let mut x0 = lin(o, &[(&x, s.x0_x), (&out, s.x0_out)])?;
-            if let Some(r) = s.clip {
-                x0 = o.clamp(&x0, -r, r)?;
-            }
-            let eps = if s.next_eps != 0.0 {
-                Some(lin(o, &[(&x, s.eps_x), (&out, s.eps_out)])?)
-            } else {
-                None
-            };
-            let mut terms = vec![(&x, s.next_x), (&x0, s.next_x0)];
-            if let Some(e) = eps.as_ref() {
-                terms.push((e, s.next_eps));
-            }
-            lin(o, &terms)
+            let out = model(&x_in, &t)?;
+            let nc = (plan.noise_correction && i == 0).then_some(&x_t);
+            Ok(apply_step(o, s, &x, &out, nc)?.1)
         })?;
     }
     Ok(x)

@@ -106,6 +106,8 @@ pub fn preset_for(ds: &Dataset, preset: Preset) -> (Denoiser, TrainOptions) {
         resnet_time_scale_shift: "default".into(),
         num_class_embeds: ds.num_classes(),
         add_attention: true,
+        time_embedding_dim: None,
+        attn_norm_num_groups: None,
     });
     (d, opts(iters, batch, 5e-4))
 }
@@ -315,6 +317,8 @@ pub fn train_teacher(
             sampler: SamplerDefaults {
                 kind: SamplerKind::Ddim,
                 steps: 50,
+                timesteps: None,
+                noise_correction: false,
             },
         };
         checkpoint::save_config(out, &cfg)?;

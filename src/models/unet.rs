@@ -53,6 +53,13 @@ pub struct UnetConfig {
     pub num_class_embeds: Option<usize>,
     #[serde(default = "default_true")]
     pub add_attention: bool,
+    /// Width of the time embedding (diffusers default: 4 x block_out_channels[0]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_embedding_dim: Option<usize>,
+    /// Group count of the mid-block attention's norm (diffusers: norm_num_groups under the
+    /// "default" time scale shift, no norm at all under "scale_shift").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attn_norm_num_groups: Option<usize>,
 }
 
 impl UnetConfig {
@@ -92,6 +99,17 @@ impl UnetConfig {
                 ));
             }
         }
+        if let Some(g) = self.attn_norm_num_groups {
+            let mid = self.block_out_channels[n - 1];
+            if g == 0 || !mid.is_multiple_of(g) {
+                return Err(format!(
+                    "attn_norm_num_groups {g} does not divide the mid-block width {mid}"
+                ));
+            }
+        }
+        if self.time_embed_dim() == 0 {
+            return Err("time_embedding_dim must be positive".into());
+        }
         let down = 1usize << (n - 1);
         if !self.sample_size.is_multiple_of(down) {
             return Err(format!(
@@ -103,7 +121,15 @@ impl UnetConfig {
     }
 
     fn time_embed_dim(&self) -> usize {
-        self.block_out_channels[0] * 4
+        self.time_embedding_dim
+            .unwrap_or(self.block_out_channels[0] * 4)
+    }
+
+    /// Groups of the mid-block attention norm; None means that attention has no norm
+    /// (diffusers `UNetMidBlock2D`: `attn_groups = resnet_groups if shift == "default" else None`).
+    fn mid_attention_groups(&self) -> Option<usize> {
+        self.attn_norm_num_groups
+            .or((self.resnet_time_scale_shift == "default").then_some(self.norm_num_groups))
     }
 }
 
@@ -180,6 +206,7 @@ impl Ctx<'_> {
         p: &str,
         x: &O::T,
         channels: usize,
+        groups: Option<usize>,
         out_scale: f32,
     ) -> Result<O::T> {
         let c = self.c;
@@ -197,16 +224,12 @@ impl Ctx<'_> {
                 s[3].known().unwrap_or(0) as i64,
             );
             let ch = channels as i64;
-            // 1. group norm on [B, C, H*W], then tokens [B, HW, C]
+            // 1. group norm (when the block has one) on [B, C, H*W], then tokens [B, HW, C]
             let flat = o.reshape(x, &[0, ch, h * w])?;
-            let normed = group_norm(
-                o,
-                &join(p, "group_norm"),
-                &flat,
-                c.norm_num_groups,
-                channels,
-                c.norm_eps,
-            )?;
+            let normed = match groups {
+                Some(g) => group_norm(o, &join(p, "group_norm"), &flat, g, channels, c.norm_eps)?,
+                None => flat,
+            };
             let tokens = o.transpose(&normed, &[0, 2, 1])?;
             // 2. projections, split heads [B, heads, HW, d]
             let split = |name: &str| -> Result<O::T> {
@@ -290,7 +313,14 @@ pub fn forward<O: Ops>(
             let rin = if j == 0 { in_c } else { out_c };
             h = cx.resnet(o, &format!("{p}.resnets.{j}"), &h, &emb, rin, out_c, 1.0)?;
             if ty == "AttnDownBlock2D" {
-                h = cx.attention(o, &format!("{p}.attentions.{j}"), &h, out_c, 1.0)?;
+                h = cx.attention(
+                    o,
+                    &format!("{p}.attentions.{j}"),
+                    &h,
+                    out_c,
+                    Some(c.norm_num_groups),
+                    1.0,
+                )?;
             }
             skips.push((h.clone(), out_c));
         }
@@ -311,7 +341,14 @@ pub fn forward<O: Ops>(
     let msf = c.mid_block_scale_factor;
     h = cx.resnet(o, "mid_block.resnets.0", &h, &emb, mid, mid, msf)?;
     if c.add_attention {
-        h = cx.attention(o, "mid_block.attentions.0", &h, mid, msf)?;
+        h = cx.attention(
+            o,
+            "mid_block.attentions.0",
+            &h,
+            mid,
+            c.mid_attention_groups(),
+            msf,
+        )?;
     }
     h = cx.resnet(o, "mid_block.resnets.1", &h, &emb, mid, mid, msf)?;
     // 4. up path, consuming the residuals in reverse
@@ -338,7 +375,14 @@ pub fn forward<O: Ops>(
                 1.0,
             )?;
             if ty == "AttnUpBlock2D" {
-                h = cx.attention(o, &format!("{p}.attentions.{j}"), &h, out_c, 1.0)?;
+                h = cx.attention(
+                    o,
+                    &format!("{p}.attentions.{j}"),
+                    &h,
+                    out_c,
+                    Some(c.norm_num_groups),
+                    1.0,
+                )?;
             }
         }
         if !is_final {

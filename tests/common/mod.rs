@@ -80,3 +80,44 @@ pub fn run_first_output(
         .map(|&v| v as f32)
         .collect()
 }
+
+// ---- running the CLI ----
+
+pub fn flashctl(args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flashctl"))
+        .args(args)
+        .output()
+        .unwrap();
+    if std::env::var("FLASHCTL_TEST_VERBOSE").is_ok() {
+        eprintln!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+pub fn ok(args: &[&str]) -> String {
+    let o = flashctl(args);
+    assert!(
+        o.status.success(),
+        "flashctl {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// Exit code and the stderr of a command that must fail with a one-line error.
+pub fn fails(args: &[&str]) -> (i32, String) {
+    let o = flashctl(args);
+    let err = String::from_utf8_lossy(&o.stderr).trim().to_string();
+    assert!(!o.status.success(), "flashctl {args:?} should fail");
+    assert_eq!(err.lines().count(), 1, "error must be one line, got: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    (o.status.code().unwrap(), err)
+}
+
+pub fn s(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
