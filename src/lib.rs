@@ -15,4 +15,5 @@ pub mod schedule;
 pub mod seeded_vars;
 pub mod teacher;
 pub mod train;
+pub mod train_loop;
 pub mod validation;

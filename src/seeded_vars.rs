@@ -14,6 +14,8 @@ use rand_distr::{Distribution, Normal};
 pub struct SeededVars {
     map: VarMap,
     seed: u64,
+    /// Values to start from by name (a student initialised from its teacher).
+    initial: std::collections::HashMap<String, Tensor>,
 }
 
 fn name_seed(seed: u64, name: &str) -> u64 {
@@ -64,7 +66,12 @@ impl SeededVars {
         Self {
             map: VarMap::new(),
             seed,
+            initial: Default::default(),
         }
+    }
+    pub fn with_initial(mut self, initial: std::collections::HashMap<String, Tensor>) -> Self {
+        self.initial = initial;
+        self
     }
     pub fn var_map(&self) -> &VarMap {
         &self.map
@@ -91,9 +98,19 @@ impl SimpleBackend for SeededVars {
             }
             return Ok(v.as_tensor().clone());
         }
-        let mut rng = StdRng::seed_from_u64(name_seed(self.seed, name));
-        let values = sample_init(h, &s, &mut rng);
-        let t = Tensor::from_vec(values, s, dev)?.to_dtype(dtype)?;
+        let t = match self.initial.get(name) {
+            Some(v) if v.shape() != &s => candle_core::bail!(
+                "initial value of `{name}` has shape {:?}, the model needs {:?}",
+                v.shape(),
+                s
+            ),
+            Some(v) => v.to_dtype(dtype)?.to_device(dev)?.copy()?,
+            None => {
+                let mut rng = StdRng::seed_from_u64(name_seed(self.seed, name));
+                let values = sample_init(h, &s, &mut rng);
+                Tensor::from_vec(values, s, dev)?.to_dtype(dtype)?
+            }
+        };
         let var = Var::from_tensor(&t)?;
         let out = var.as_tensor().clone();
         data.insert(name.to_string(), var);
