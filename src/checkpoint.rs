@@ -184,7 +184,7 @@ fn load_diffusers(dir: &Path, device: &Device) -> Result<LoadedModel, Checkpoint
         .and_then(|m| hf::parse_scheduler_config(&m))
         .map_err(|e| bad(&layout.scheduler, e))?;
     let denoiser = Denoiser::Unet(unet);
-    let mut weights = load_tensors(&layout.weights, device)?;
+    let mut weights = hf::rename_legacy_attention_keys(load_tensors(&layout.weights, device)?);
     // fp16/bf16 checkpoints are computed in float32, as flashctl computes everything
     for t in weights.values_mut() {
         if t.dtype().is_float() && t.dtype() != DType::F32 {

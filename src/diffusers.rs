@@ -134,8 +134,10 @@ impl Fields<'_> {
             Some(v) => v.as_f64().ok_or_else(|| self.bad(k, "a number")),
         }
     }
+    /// A boolean; an explicit null is Python's falsy None, as diffusers passes it through.
     fn bool_or(&self, k: &str, d: bool) -> Result<bool, String> {
         match self.get(k) {
+            None if self.map.contains_key(k) => Ok(false),
             None => Ok(d),
             Some(v) => v.as_bool().ok_or_else(|| self.bad(k, "true or false")),
         }
@@ -244,10 +246,16 @@ pub fn parse_unet_config(map: &Map<String, Value>) -> Result<UnetConfig, String>
     }
     f.only_known(UNET_KEYS)?;
     f.require("time_embedding_type", &["positional"], "positional")?;
+    if map.get("mid_block_type").is_some_and(Value::is_null) {
+        return Err(
+            "unsupported UNet2DModel option `mid_block_type` = null (a UNet without a mid block)"
+                .into(),
+        );
+    }
     f.require("mid_block_type", &["UNetMidBlock2D"], "UNetMidBlock2D")?;
     f.require("downsample_type", &["conv"], "conv")?;
     f.require("upsample_type", &["conv"], "conv")?;
-    f.require("act_fn", &["silu"], "silu")?;
+    f.require("act_fn", &["silu", "swish"], "silu")?;
     f.require(
         "resnet_time_scale_shift",
         &["default", "scale_shift"],
@@ -519,4 +527,28 @@ mod tests {
             .unwrap_err()
             .contains("PNDMScheduler"));
     }
+}
+
+/// Attention weights saved by diffusers before 0.15 (`query`/`key`/`value`/`proj_attn`) under
+/// today's names, as diffusers itself renames them on load.
+pub fn rename_legacy_attention_keys(
+    weights: std::collections::HashMap<String, candle_core::Tensor>,
+) -> std::collections::HashMap<String, candle_core::Tensor> {
+    weights
+        .into_iter()
+        .map(|(k, v)| {
+            let mut name = k.clone();
+            if k.contains(".attentions.") {
+                for (old, new) in [
+                    (".query.", ".to_q."),
+                    (".key.", ".to_k."),
+                    (".value.", ".to_v."),
+                    (".proj_attn.", ".to_out.0."),
+                ] {
+                    name = name.replace(old, new);
+                }
+            }
+            (name, v)
+        })
+        .collect()
 }

@@ -152,7 +152,22 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
     }
 }
 
+/// Keep freed tensor buffers in the heap instead of returning them to the kernel: candle
+/// allocates a fresh buffer per op, and glibc's default mmap/munmap of every large buffer made
+/// training spend more time zeroing pages than computing (Fashion-MNIST UNet, 21 iterations:
+/// 90 s -> 56 s wall, system time 68 s -> 6 s).
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator thresholds; called before any other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_TOP_PAD, 256 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     match run(cli) {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

@@ -162,17 +162,26 @@ impl ScheduleConfig {
             return Err(format!("steps must be in 1..={n}, got {steps}"));
         }
         let ts: Vec<i64> = match self.timestep_spacing {
-            Spacing::Linspace => (0..steps)
-                .rev()
-                .map(|i| {
-                    let v = if steps == 1 {
-                        0.0
-                    } else {
-                        i as f64 * (n - 1) as f64 / (steps - 1) as f64
-                    };
-                    round_half_even(v) as i64
-                })
-                .collect(),
+            // np.linspace(0, n - 1, steps): i * step in f64, the last value exactly n - 1
+            Spacing::Linspace => {
+                let stop = (n - 1) as f64;
+                let step = if steps > 1 {
+                    stop / (steps - 1) as f64
+                } else {
+                    0.0
+                };
+                (0..steps)
+                    .rev()
+                    .map(|i| {
+                        let v = if i + 1 == steps && steps > 1 {
+                            stop
+                        } else {
+                            i as f64 * step
+                        };
+                        round_half_even(v) as i64
+                    })
+                    .collect()
+            }
             Spacing::Leading => {
                 let ratio = n / steps;
                 (0..steps)
@@ -180,17 +189,20 @@ impl ScheduleConfig {
                     .map(|i| (i * ratio + self.steps_offset) as i64)
                     .collect()
             }
+            // np.round(np.arange(n, 0, -n / steps)) - 1: numpy's length ceil(n / ratio) and
+            // values start + i * ((start - ratio) - start)
             Spacing::Trailing => {
-                let ratio = n as f64 / steps as f64;
-                let mut v = vec![];
-                let mut x = n as f64;
-                let mut i = 0;
-                while x > 0.0 {
-                    v.push(round_half_even(x) as i64 - 1);
-                    i += 1;
-                    x = n as f64 - i as f64 * ratio;
+                let (start, ratio) = (n as f64, n as f64 / steps as f64);
+                let len = (start / ratio).ceil() as usize;
+                let delta = (start - ratio) - start;
+                if len != steps {
+                    return Err(format!(
+                        "trailing spacing gives {len} timesteps for {steps} steps (numpy float rounding); choose another step count"
+                    ));
                 }
-                v
+                (0..len)
+                    .map(|i| round_half_even(start + i as f64 * delta) as i64 - 1)
+                    .collect()
             }
         };
         if let Some(&bad) = ts.iter().find(|&&t| t < 0 || t as usize >= n) {

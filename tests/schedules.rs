@@ -105,3 +105,36 @@ fn euler_with_the_exact_denoiser_maps_noise_quantiles_to_data_quantiles() {
         "Euler (500 steps) ended at {x}, expected {s0}"
     );
 }
+
+/// Step counts where float rounding in numpy's arange/linspace decides the timesteps (and where
+/// numpy's trailing arange yields an invalid -1 or an extra step, which flashctl refuses).
+#[test]
+fn trailing_and_linspace_follow_numpy_rounding() {
+    let v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::fixture("numpy_timesteps.json")).unwrap(),
+    )
+    .unwrap();
+    for case in v["cases"].as_array().unwrap() {
+        let steps = case["steps"].as_u64().unwrap() as usize;
+        for (spacing, key) in [
+            (Spacing::Trailing, "trailing"),
+            (Spacing::Linspace, "linspace"),
+        ] {
+            let want: Vec<i64> = serde_json::from_value(case[key].clone()).unwrap();
+            let cfg = ScheduleConfig {
+                timestep_spacing: spacing,
+                ..Default::default()
+            };
+            let got = cfg.timesteps(steps);
+            if want.len() == steps && want.iter().all(|&t| t >= 0) {
+                let got: Vec<i64> = got.unwrap().into_iter().map(|t| t as i64).collect();
+                assert_eq!(got, want, "{key} {steps}");
+            } else {
+                assert!(
+                    got.is_err(),
+                    "{key} {steps}: numpy gives {want:?}, flashctl must refuse"
+                );
+            }
+        }
+    }
+}

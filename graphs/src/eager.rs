@@ -51,7 +51,7 @@ impl Ops for EagerOps {
         stride: usize,
         padding: usize,
     ) -> Result<Tensor> {
-        let y = x.conv2d(w, padding, stride, 1, 1)?;
+        let y = conv2d_im2col(x, w, stride, padding)?;
         match b {
             Some(b) => Ok(y.broadcast_add(&b.reshape((1, (), 1, 1))?)?),
             None => Ok(y),
@@ -140,5 +140,102 @@ impl Ops for EagerOps {
         }
         let x = x.pad_with_zeros(r - 2, pads[0], pads[1])?;
         Ok(x.pad_with_zeros(r - 1, pads[2], pads[3])?)
+    }
+}
+
+/// Convolution as explicit patches + one matmul, built from candle ops whose backward passes
+/// are matmuls and slices. candle's own CPU conv2d backward goes through a naive
+/// conv_transpose2d that made a small UNet's training step ~9 s at batch 32 (measured).
+fn conv2d_im2col(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    let (b, c, h, wd) = x.dims4()?;
+    let (o, ci, k, k2) = w.dims4()?;
+    if ci != c || k != k2 || stride == 0 {
+        return Err(crate::GraphError::Shape {
+            op: "conv2d",
+            msg: format!(
+                "input {:?}, weight {:?}, stride {stride}",
+                x.dims(),
+                w.dims()
+            ),
+        });
+    }
+    let (hp, wp) = (h + 2 * padding, wd + 2 * padding);
+    if hp < k || wp < k {
+        return Err(crate::GraphError::Shape {
+            op: "conv2d",
+            msg: format!("kernel {k} larger than padded input {hp}x{wp}"),
+        });
+    }
+    let (ho, wo) = ((hp - k) / stride + 1, (wp - k) / stride + 1);
+    let w2 = w.reshape((o, c * k * k))?;
+    if k == 1 && stride == 1 && padding == 0 {
+        let y = w2.broadcast_matmul(&x.reshape((b, c, h * wd))?)?;
+        return Ok(y.reshape((b, o, h, wd))?);
+    }
+    // zero padding, plus room so every strided window can be taken as stride*out elements
+    let extra_h = (stride * ho + k).saturating_sub(hp + 1);
+    let extra_w = (stride * wo + k).saturating_sub(wp + 1);
+    let xp = x
+        .pad_with_zeros(2, padding, padding + extra_h)?
+        .pad_with_zeros(3, padding, padding + extra_w)?;
+    let mut patches = Vec::with_capacity(k * k);
+    for ki in 0..k {
+        let rows = xp.narrow(2, ki, stride * ho)?;
+        let rows = if stride > 1 {
+            rows.reshape((b, c, ho, stride, wp + extra_w))?
+                .narrow(3, 0, 1)?
+                .squeeze(3)?
+        } else {
+            rows
+        };
+        for kj in 0..k {
+            let p = rows.narrow(3, kj, stride * wo)?;
+            let p = if stride > 1 {
+                p.reshape((b, c, ho, wo, stride))?
+                    .narrow(4, 0, 1)?
+                    .squeeze(4)?
+            } else {
+                p
+            };
+            patches.push(p.reshape((b, c, 1, ho * wo))?);
+        }
+    }
+    let cols = Tensor::cat(&patches, 2)?.reshape((b, c * k * k, ho * wo))?;
+    let y = w2.broadcast_matmul(&cols)?;
+    Ok(y.reshape((b, o, ho, wo))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn im2col_conv_matches_candle_conv() {
+        let dev = Device::Cpu;
+        for (c, o, k, h, w, stride, pad) in [
+            (3, 5, 3, 8, 8, 1, 1),
+            (4, 6, 3, 9, 7, 2, 1),
+            (4, 6, 3, 8, 8, 2, 0),
+            (2, 3, 1, 5, 5, 1, 0),
+            (3, 4, 3, 7, 7, 1, 0),
+            (2, 2, 5, 11, 10, 2, 2),
+        ] {
+            let x = Tensor::randn(0f32, 1., (2, c, h, w), &dev).unwrap();
+            let wt = Tensor::randn(0f32, 1., (o, c, k, k), &dev).unwrap();
+            let want = x.conv2d(&wt, pad, stride, 1, 1).unwrap();
+            let got = conv2d_im2col(&x, &wt, stride, pad).unwrap();
+            assert_eq!(got.dims(), want.dims());
+            let err = (got - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(err < 1e-4, "{c} {o} {k} {h}x{w} s{stride} p{pad}: {err}");
+        }
     }
 }
