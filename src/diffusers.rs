@@ -448,6 +448,30 @@ pub fn parse_scheduler_config(map: &Map<String, Value>) -> Result<ScheduleConfig
     Ok(cfg)
 }
 
+/// Attention weights saved by diffusers before 0.15 (`query`/`key`/`value`/`proj_attn`) under
+/// today's names, as diffusers itself renames them on load.
+pub fn rename_legacy_attention_keys(
+    weights: std::collections::HashMap<String, candle_core::Tensor>,
+) -> std::collections::HashMap<String, candle_core::Tensor> {
+    weights
+        .into_iter()
+        .map(|(k, v)| {
+            let mut name = k.clone();
+            if k.contains(".attentions.") {
+                for (old, new) in [
+                    (".query.", ".to_q."),
+                    (".key.", ".to_k."),
+                    (".value.", ".to_v."),
+                    (".proj_attn.", ".to_out.0."),
+                ] {
+                    name = name.replace(old, new);
+                }
+            }
+            (name, v)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -527,28 +551,4 @@ mod tests {
             .unwrap_err()
             .contains("PNDMScheduler"));
     }
-}
-
-/// Attention weights saved by diffusers before 0.15 (`query`/`key`/`value`/`proj_attn`) under
-/// today's names, as diffusers itself renames them on load.
-pub fn rename_legacy_attention_keys(
-    weights: std::collections::HashMap<String, candle_core::Tensor>,
-) -> std::collections::HashMap<String, candle_core::Tensor> {
-    weights
-        .into_iter()
-        .map(|(k, v)| {
-            let mut name = k.clone();
-            if k.contains(".attentions.") {
-                for (old, new) in [
-                    (".query.", ".to_q."),
-                    (".key.", ".to_k."),
-                    (".value.", ".to_v."),
-                    (".proj_attn.", ".to_out.0."),
-                ] {
-                    name = name.replace(old, new);
-                }
-            }
-            (name, v)
-        })
-        .collect()
 }
