@@ -76,6 +76,9 @@ pub struct ModelConfig {
     pub denoiser: Denoiser,
     pub schedule: ScheduleConfig,
     pub sampler: SamplerDefaults,
+    /// How a student was made: method, options, teacher (provenance; not read back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distillation: Option<serde_json::Value>,
 }
 
 pub struct LoadedModel {
@@ -208,6 +211,7 @@ fn load_diffusers(dir: &Path, device: &Device) -> Result<LoadedModel, Checkpoint
                 timesteps: None,
                 noise_correction: false,
             },
+            distillation: None,
         },
         weights,
     })

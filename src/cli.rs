@@ -22,6 +22,14 @@ pub enum Command {
     Teacher(TeacherCommand),
     /// Sample eagerly from a model directory (PNG, and raw tensor with --out).
     Sample(SampleArgs),
+    /// Distil a teacher into a few-step student (Imagine Flash).
+    Distill(DistillArgs),
+    /// Sample quality against held-out data (swd/mmd for 2-D, FD-FMNIST/precision/recall for
+    /// Fashion-MNIST), optionally against a teacher on the same noise.
+    Eval(EvalArgs),
+    /// The feature network behind FD-FMNIST.
+    #[command(subcommand)]
+    Featurenet(FeaturenetCommand),
     /// Export the fixed-step sampler as one ONNX graph with manifest.json and reference.safetensors.
     Export(ExportArgs),
     /// Run an exported graph in each runtime and compare with its reference outputs.
@@ -162,4 +170,113 @@ pub struct DemoArgs {
     pub iters: Option<usize>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct DistillArgs {
+    /// imagine-flash
+    #[arg(long, default_value = "imagine-flash")]
+    pub method: String,
+    /// model directory (flashctl or diffusers) or an ONNX teacher (NAME.onnx + NAME.teacher.json)
+    #[arg(long)]
+    pub teacher: PathBuf,
+    /// student sampler steps (1-8)
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// iterations (default 2000 for 2-D data, 300 for images)
+    #[arg(long)]
+    pub iters: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// backward (student's own no-grad steps) or forward (noised training data)
+    #[arg(long, default_value = "backward")]
+    pub inputs: String,
+    /// srl (shifted reconstruction) or trajectory (teacher's DDIM solution)
+    #[arg(long, default_value = "srl")]
+    pub loss: String,
+    /// on or off
+    #[arg(long, default_value = "on")]
+    pub noise_correction: String,
+    /// SRL timestep shift: identity, power:G, offset:D, scale:C
+    #[arg(long, default_value = "scale:0.5")]
+    pub tau: String,
+    /// teacher DDIM steps of the trajectory target
+    #[arg(long, default_value_t = 8)]
+    pub teacher_steps: usize,
+    #[arg(long)]
+    pub batch: Option<usize>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    /// continue from the checkpoint in --out
+    #[arg(long)]
+    pub resume: bool,
+    /// training data (needed for --inputs forward; default: the teacher's dataset)
+    #[arg(long)]
+    pub dataset: Option<String>,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// train a fresh student of this preset (tiny, small, base) instead of starting from the
+    /// teacher's weights (required for ONNX teachers)
+    #[arg(long)]
+    pub student_preset: Option<String>,
+    /// runtime for an ONNX teacher: tract, ort-cpu, ort-cuda
+    #[arg(long, default_value = "tract")]
+    pub teacher_runtime: String,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// model directory (teacher or student) or an ONNX teacher
+    #[arg(long)]
+    pub model: PathBuf,
+    /// sampler steps (default: the model's; a student runs its own)
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// checkerboard, gaussian-mixture, two-moons or fashion-mnist (its test split)
+    #[arg(long)]
+    pub dataset: String,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 2000)]
+    pub samples: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// also sample this teacher on the same noise: its metrics, psnr_vs_teacher, side-by-side PNG
+    #[arg(long)]
+    pub teacher: Option<PathBuf>,
+    #[arg(long, default_value_t = 50)]
+    pub teacher_steps: usize,
+    /// folder for PNGs (default MODEL/eval)
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// runtime for ONNX teachers
+    #[arg(long, default_value = "tract")]
+    pub runtime: String,
+    /// feature network folder (default fixtures/featurenet)
+    #[arg(long)]
+    pub featurenet: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FeaturenetCommand {
+    /// Train the Fashion-MNIST classifier whose features FD-FMNIST uses.
+    Train(FeaturenetTrainArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct FeaturenetTrainArgs {
+    #[arg(long, default_value = "fixtures/featurenet")]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 3000)]
+    pub iters: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
 }

@@ -139,12 +139,7 @@ pub fn open(
         "checkerboard" => Ok(Dataset::Toy(Toy2d::Checkerboard)),
         "gaussian-mixture" => Ok(Dataset::Toy(Toy2d::GaussianMixture)),
         "two-moons" => Ok(Dataset::Toy(Toy2d::TwoMoons)),
-        "fashion-mnist" => {
-            let dir = data_dir
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(FASHION_MNIST_DEFAULT_DIR));
-            fashion_mnist(&dir)
-        }
+        "fashion-mnist" => fashion_mnist(&fashion_mnist_dir(data_dir)),
         other => {
             let p = Path::new(other);
             if p.is_dir() {
@@ -154,6 +149,12 @@ pub fn open(
             }
         }
     }
+}
+
+pub fn fashion_mnist_dir(data_dir: Option<&Path>) -> PathBuf {
+    data_dir
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(FASHION_MNIST_DEFAULT_DIR))
 }
 
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
@@ -211,8 +212,14 @@ fn find_idx(dir: &Path, stem: &str) -> Result<PathBuf, DataError> {
 
 /// Fashion-MNIST training split: 60k images 1x28x28 in [-1, 1], 10 labels.
 pub fn fashion_mnist(dir: &Path) -> Result<Dataset, DataError> {
-    let ip = find_idx(dir, "train-images-idx3-ubyte")?;
-    let lp = find_idx(dir, "train-labels-idx1-ubyte")?;
+    fashion_mnist_split(dir, "train")
+}
+
+/// A Fashion-MNIST split: `train` (60k) or `t10k` (the 10k test images, held out from training
+/// and used as the reference set of `flashctl eval`).
+pub fn fashion_mnist_split(dir: &Path, split: &str) -> Result<Dataset, DataError> {
+    let ip = find_idx(dir, &format!("{split}-images-idx3-ubyte"))?;
+    let lp = find_idx(dir, &format!("{split}-labels-idx1-ubyte"))?;
     let (idims, ibytes) = parse_idx(&read_maybe_gz(&ip)?, &ip)?;
     let (ldims, lbytes) = parse_idx(&read_maybe_gz(&lp)?, &lp)?;
     if idims.len() != 3 || ldims.len() != 1 || idims[0] != ldims[0] {

@@ -6,6 +6,8 @@ pub mod cli;
 pub mod data;
 pub mod demo;
 pub mod diffusers;
+pub mod distill;
+pub mod eval;
 pub mod export;
 pub mod models;
 pub mod plot;

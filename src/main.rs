@@ -55,6 +55,49 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             );
             Ok(Outcome::Ok)
         }
+        Command::Eval(a) => {
+            let r = flashctl::eval::eval(&flashctl::eval::EvalOptions {
+                model: a.model.clone(),
+                steps: a.steps,
+                dataset: a.dataset.clone(),
+                data_dir: a.data_dir.clone(),
+                samples: a.samples,
+                seed: a.seed,
+                teacher: a.teacher.clone(),
+                teacher_steps: a.teacher_steps,
+                out: a.out.clone(),
+                runtime: a.runtime.clone(),
+                featurenet: a.featurenet.clone(),
+            })?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                flashctl::eval::print_report(&r);
+            }
+            Ok(Outcome::Ok)
+        }
+        Command::Featurenet(flashctl::cli::FeaturenetCommand::Train(a)) => {
+            let info =
+                flashctl::eval::featurenet::train(a.data_dir.as_deref(), &a.out, a.iters, a.seed)?;
+            println!(
+                "featurenet: {} iters, test accuracy {:.4} -> {}",
+                info.iters,
+                info.test_accuracy,
+                a.out.display()
+            );
+            Ok(Outcome::Ok)
+        }
+        Command::Distill(a) => {
+            let r = flashctl::distill::command::run(&a)?;
+            println!(
+                "distilled {} iters: loss first {:.5}, final (mean of last 50) {:.5} -> {}",
+                r.iters,
+                r.first_loss,
+                r.final_loss,
+                r.out_dir.display()
+            );
+            Ok(Outcome::Ok)
+        }
         Command::Teacher(TeacherCommand::Run(a)) => {
             let y = sample::teacher_run(&a.model, &a.inputs, &a.out, &a.runtime)?;
             println!("denoiser_out {:?} -> {}", y.dims(), a.out.display());

@@ -57,7 +57,7 @@ pub struct SamplerPlan {
 }
 
 /// (x0_x, x0_out, eps_x, eps_out) for the parameterisation at alpha_bar `a` (float32 as torch).
-fn prediction_coeffs(p: Prediction, a: f32, t: usize) -> Result<(f32, f32, f32, f32), String> {
+pub fn prediction_coeffs(p: Prediction, a: f32, t: usize) -> Result<(f32, f32, f32, f32), String> {
     let (sa, sb) = (a.sqrt(), (1.0 - a).sqrt());
     match p {
         Prediction::Epsilon if sa == 0.0 => Err(format!(

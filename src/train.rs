@@ -47,7 +47,15 @@ pub struct TrainOptions {
 
 /// Architecture and training defaults for a dataset shape and preset.
 pub fn preset_for(ds: &Dataset, preset: Preset) -> (Denoiser, TrainOptions) {
-    let shape = ds.sample_shape();
+    preset_for_shape(&ds.sample_shape(), ds.num_classes(), preset)
+}
+
+/// Architecture and training defaults for a sample shape ([2] or [C, H, W]) and class count.
+pub fn preset_for_shape(
+    shape: &[usize],
+    num_classes: Option<usize>,
+    preset: Preset,
+) -> (Denoiser, TrainOptions) {
     let opts = |iters, batch, lr| TrainOptions {
         iters,
         batch,
@@ -68,7 +76,7 @@ pub fn preset_for(ds: &Dataset, preset: Preset) -> (Denoiser, TrainOptions) {
             hidden,
             layers,
             time_dim: 32,
-            num_classes: ds.num_classes(),
+            num_classes,
         });
         return (d, opts(iters, 256, 2e-3));
     }
@@ -100,7 +108,7 @@ pub fn preset_for(ds: &Dataset, preset: Preset) -> (Denoiser, TrainOptions) {
         norm_eps: 1e-5,
         attention_head_dim: Some(8),
         resnet_time_scale_shift: "default".into(),
-        num_class_embeds: ds.num_classes(),
+        num_class_embeds: num_classes,
         add_attention: true,
         time_embedding_dim: None,
         attn_norm_num_groups: None,
@@ -147,6 +155,7 @@ pub fn train_teacher(
             timesteps: None,
             noise_correction: false,
         },
+        distillation: None,
     };
     let ac = schedule.alphas_cumprod();
     let b = opts.batch;

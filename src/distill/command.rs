@@ -1,0 +1,109 @@
+//! `flashctl distill` argument handling: resolve the teacher, data and student, then run the
+//! method.
+
+use super::imagine_flash::{ImagineFlashOptions, Inputs, LossKind, Tau};
+use super::StudentInit;
+use crate::cli::DistillArgs;
+use crate::data;
+use crate::teacher::Teacher;
+use crate::train::{Preset, TrainReport};
+use anyhow::{anyhow, bail, Result};
+
+fn on_off(flag: &str, v: &str) -> Result<bool> {
+    match v {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        o => bail!("--{flag} {o}: expected on or off"),
+    }
+}
+
+pub fn parse_options(a: &DistillArgs) -> Result<ImagineFlashOptions> {
+    Ok(ImagineFlashOptions {
+        steps: a.steps,
+        inputs: match a.inputs.as_str() {
+            "backward" => Inputs::Backward,
+            "forward" => Inputs::Forward,
+            o => bail!("--inputs {o}: expected backward or forward"),
+        },
+        loss: match a.loss.as_str() {
+            "srl" => LossKind::Srl,
+            "trajectory" => LossKind::Trajectory,
+            o => bail!("--loss {o}: expected srl or trajectory"),
+        },
+        noise_correction: on_off("noise-correction", &a.noise_correction)?,
+        tau: a.tau.parse::<Tau>().map_err(anyhow::Error::msg)?,
+        teacher_steps: a.teacher_steps,
+    })
+}
+
+pub fn run(a: &DistillArgs) -> Result<TrainReport> {
+    if a.method != "imagine-flash" {
+        bail!(
+            "--method {}: this flashctl distils with imagine-flash",
+            a.method
+        );
+    }
+    let o = parse_options(a)?;
+    let teacher = Teacher::open(&a.teacher, &a.teacher_runtime)?;
+    let shape = teacher.sample_shape();
+    let classes = teacher.num_classes();
+    // data: only forward inputs need it; name it for the student's config either way
+    let teacher_dataset = match &teacher {
+        Teacher::Native(m) if !m.config.dataset.starts_with("diffusers:") => {
+            Some(m.config.dataset.clone())
+        }
+        _ => None,
+    };
+    let dataset_name = a.dataset.clone().or(teacher_dataset);
+    let ds = if o.inputs == Inputs::Forward {
+        let name = dataset_name
+            .as_deref()
+            .ok_or_else(|| anyhow!("--inputs forward needs training data: pass --dataset"))?;
+        Some(data::open(
+            name,
+            a.data_dir.as_deref(),
+            Some(shape[shape.len() - 1]),
+        )?)
+    } else {
+        None
+    };
+    let student = match (&a.student_preset, &teacher) {
+        (Some(p), _) => {
+            let preset: Preset = p.parse().map_err(anyhow::Error::msg)?;
+            StudentInit::Scratch(crate::train::preset_for_shape(&shape, classes, preset).0)
+        }
+        (None, Teacher::Native(m)) => StudentInit::FromTeacher {
+            denoiser: m.config.denoiser.clone(),
+            weights: m.weights.clone(),
+        },
+        (None, Teacher::Onnx(_)) => bail!(
+            "an ONNX teacher's weights cannot seed a student: pass --student-preset tiny|small|base"
+        ),
+    };
+    let mut train = super::default_train_options(&shape);
+    train.seed = a.seed;
+    if let Some(i) = a.iters {
+        train.iters = i;
+    }
+    if let Some(b) = a.batch {
+        train.batch = b.max(1);
+    }
+    if let Some(lr) = a.lr {
+        train.lr = lr;
+    }
+    if let Some(c) = a.checkpoint_every {
+        train.checkpoint_every = c.max(1);
+    }
+    super::imagine_flash(
+        &teacher,
+        &a.teacher.display().to_string(),
+        student,
+        ds.as_ref(),
+        dataset_name.unwrap_or_else(|| "unknown".into()),
+        o,
+        train,
+        &a.out,
+        a.resume,
+        true,
+    )
+}

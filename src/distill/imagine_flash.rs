@@ -1,0 +1,395 @@
+//! Imagine Flash (Kohler et al. 2024) as flashctl defines it — see docs/methods.md for the
+//! definitions, what the paper leaves open, and the measurements behind the defaults.
+//!
+//! - backward distillation: the student's input at step i comes from its own no-grad sampler
+//!   run from x_T (`Inputs::Backward`), not from forward-noised data (`Inputs::Forward`);
+//! - shifted reconstruction loss: the student's x0 is re-noised (fresh noise, stop-gradient) to
+//!   s = tau(t_i) and the teacher's x0 prediction there is the target (`Loss::Srl`); baseline:
+//!   the teacher's own M-step DDIM solution from the same state (`Loss::Trajectory`);
+//! - noise correction: the first update uses the true x_T as its epsilon (and an epsilon model's
+//!   first output is read as x0), exactly as the exported sampler does (`sampler::chain_plan`).
+
+use crate::models::Denoiser;
+use crate::sampler::{apply_step, chain_plan, prediction_coeffs, SamplerPlan};
+use crate::schedule::{ScheduleConfig, Spacing};
+use crate::train::per_sample;
+use anyhow::{anyhow, bail, Result};
+use candle_core::{Device, Tensor};
+use flashctl_graphs::EagerOps;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Inputs {
+    Backward,
+    Forward,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossKind {
+    Srl,
+    Trajectory,
+}
+
+/// The timestep shift s = tau(t) of the shifted reconstruction loss (T = last training step).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tau {
+    /// s = t
+    Identity,
+    /// s = T (t / T)^gamma: gamma > 1 shifts mid-range steps down, leaves t = T in place
+    Power(f64),
+    /// s = t - d (at least 0)
+    Offset(usize),
+    /// s = c t
+    Scale(f64),
+}
+
+impl std::str::FromStr for Tau {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (kind, arg) = s.split_once(':').unwrap_or((s, ""));
+        let num = |what: &str| -> Result<f64, String> {
+            arg.parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .ok_or_else(|| {
+                    format!("--tau {s}: {what} needs a non-negative number, as {kind}:X")
+                })
+        };
+        match kind {
+            "identity" if arg.is_empty() => Ok(Tau::Identity),
+            "power" => Ok(Tau::Power(num("power")?)),
+            "offset" => Ok(Tau::Offset(num("offset")? as usize)),
+            "scale" if num("scale")? <= 1.0 => Ok(Tau::Scale(num("scale")?)),
+            "scale" => Err(format!("--tau {s}: scale must be in [0, 1]")),
+            _ => Err(format!(
+                "unknown --tau `{s}` (identity, power:G, offset:D, scale:C)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Tau {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Tau::Identity => write!(f, "identity"),
+            Tau::Power(g) => write!(f, "power:{g}"),
+            Tau::Offset(d) => write!(f, "offset:{d}"),
+            Tau::Scale(c) => write!(f, "scale:{c}"),
+        }
+    }
+}
+
+impl Tau {
+    pub fn apply(&self, t: usize, last: usize) -> usize {
+        let s = match *self {
+            Tau::Identity => t as f64,
+            Tau::Power(g) => last as f64 * (t as f64 / last as f64).powf(g),
+            Tau::Offset(d) => t.saturating_sub(d) as f64,
+            Tau::Scale(c) => c * t as f64,
+        };
+        (s.round() as usize).min(last)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ImagineFlashOptions {
+    pub steps: usize,
+    pub inputs: Inputs,
+    pub loss: LossKind,
+    pub noise_correction: bool,
+    pub tau: Tau,
+    /// DDIM steps of the teacher's solution for `--loss trajectory`.
+    pub teacher_steps: usize,
+}
+
+/// The student's fixed timesteps: trailing spacing of the teacher's schedule (first step t = T).
+pub fn student_timesteps(schedule: &ScheduleConfig, steps: usize) -> Result<Vec<usize>> {
+    let trailing = ScheduleConfig {
+        timestep_spacing: Spacing::Trailing,
+        steps_offset: 0,
+        ..schedule.clone()
+    };
+    trailing
+        .timesteps(steps)
+        .map_err(|e| anyhow!("--steps {steps}: {e}"))
+}
+
+pub fn student_plan(schedule: &ScheduleConfig, o: &ImagineFlashOptions) -> Result<SamplerPlan> {
+    let ts = student_timesteps(schedule, o.steps)?;
+    chain_plan(schedule, &ts, o.noise_correction).map_err(|e| anyhow!("student sampler: {e}"))
+}
+
+/// A frozen denoiser: (x, t [B], labels) -> model output, no gradient.
+pub type TeacherFn<'a> = dyn Fn(&Tensor, &Tensor, Option<&Tensor>) -> Result<Tensor> + 'a;
+
+/// States of the student's own sampler from `x_t_noise`, without gradient: `states[j]` is the
+/// input of step j (states[0] = x_T). Runs `upto` steps.
+pub fn backward_states(
+    ops: &EagerOps,
+    student: &Denoiser,
+    plan: &SamplerPlan,
+    x_t_noise: &Tensor,
+    labels: Option<&Tensor>,
+    upto: usize,
+) -> Result<Vec<Tensor>> {
+    let mut states = vec![x_t_noise.clone()];
+    let mut x = x_t_noise.clone();
+    for (j, s) in plan.steps.iter().take(upto).enumerate() {
+        let t = Tensor::new(&[s.t as f32], x.device())?;
+        let out = student.forward(ops, &x, &t, labels)?.detach();
+        let nc = (plan.noise_correction && j == 0).then_some(x_t_noise);
+        let (_, next) = apply_step(ops, s, &x, &out, nc)?;
+        x = next.detach();
+        states.push(x.clone());
+    }
+    Ok(states)
+}
+
+/// Row b of `states[idx[b]]` for every b.
+pub fn gather_rows(states: &[Tensor], idx: &[usize]) -> Result<Tensor> {
+    let rows = idx
+        .iter()
+        .enumerate()
+        .map(|(b, &i)| states[i].narrow(0, b, 1))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&rows, 0)?)
+}
+
+/// The student's x0 at per-sample step `idx[b]` of `plan`, with gradient.
+pub fn student_x0(
+    ops: &EagerOps,
+    student: &Denoiser,
+    plan: &SamplerPlan,
+    x: &Tensor,
+    idx: &[usize],
+    labels: Option<&Tensor>,
+) -> Result<Tensor> {
+    let rank = x.rank() - 1;
+    let t: Vec<f32> = idx.iter().map(|&i| plan.steps[i].t as f32).collect();
+    let t = Tensor::from_vec(t, idx.len(), x.device())?;
+    let out = student.forward(ops, x, &t, labels)?;
+    let cx: Vec<f32> = idx.iter().map(|&i| plan.steps[i].x0_x).collect();
+    let co: Vec<f32> = idx.iter().map(|&i| plan.steps[i].x0_out).collect();
+    Ok(
+        (x.broadcast_mul(&per_sample(&cx, rank)?)?
+            + out.broadcast_mul(&per_sample(&co, rank)?)?)?,
+    )
+}
+
+/// The teacher's x0 prediction at per-sample timesteps `s` (clamped as its sampler clamps).
+pub fn teacher_x0(
+    teacher: &TeacherFn,
+    schedule: &ScheduleConfig,
+    x: &Tensor,
+    s: &[usize],
+    labels: Option<&Tensor>,
+) -> Result<Tensor> {
+    let ac = schedule.alphas_cumprod();
+    let rank = x.rank() - 1;
+    let mut cx = vec![];
+    let mut co = vec![];
+    for &si in s {
+        let (a, b, _, _) =
+            prediction_coeffs(schedule.prediction_type, ac[si], si).map_err(|e| {
+                anyhow!("shifted target at s={si}: {e} (choose a --tau that shifts below it)")
+            })?;
+        cx.push(a);
+        co.push(b);
+    }
+    let t = Tensor::from_vec(s.iter().map(|&v| v as f32).collect(), s.len(), x.device())?;
+    let out = teacher(x, &t, labels)?;
+    let x0 = (x.broadcast_mul(&per_sample(&cx, rank)?)?
+        + out.broadcast_mul(&per_sample(&co, rank)?)?)?;
+    Ok(if schedule.clip_sample {
+        let r = schedule.clip_sample_range as f64;
+        x0.clamp(-r, r)?
+    } else {
+        x0
+    })
+}
+
+/// Shifted reconstruction target: re-noise the (stop-gradient) student x0 to s with `eps`,
+/// and take the teacher's x0 prediction there.
+pub fn srl_target(
+    teacher: &TeacherFn,
+    schedule: &ScheduleConfig,
+    student_x0: &Tensor,
+    s: &[usize],
+    eps: &Tensor,
+    labels: Option<&Tensor>,
+) -> Result<Tensor> {
+    let ac = schedule.alphas_cumprod();
+    let rank = student_x0.rank() - 1;
+    let sa: Vec<f32> = s.iter().map(|&v| ac[v].sqrt()).collect();
+    let sb: Vec<f32> = s.iter().map(|&v| (1.0 - ac[v]).sqrt()).collect();
+    let x0 = student_x0.detach();
+    let xs = (x0.broadcast_mul(&per_sample(&sa, rank)?)?
+        + eps.broadcast_mul(&per_sample(&sb, rank)?)?)?;
+    teacher_x0(teacher, schedule, &xs, s, labels)
+}
+
+/// DDIM timesteps of the teacher's solution from t down: M evenly spaced, strictly decreasing.
+pub fn trajectory_timesteps(t: usize, m: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..m.max(1))
+        .map(|j| ((t as f64) * (m - j) as f64 / m as f64).round() as usize)
+        .collect();
+    v.dedup();
+    v
+}
+
+/// Trajectory target: the teacher's M-step DDIM (eta 0) solution from each sample's state.
+pub fn trajectory_target(
+    teacher_sample: &dyn Fn(&SamplerPlan, &Tensor, Option<&Tensor>) -> Result<Tensor>,
+    schedule: &ScheduleConfig,
+    x: &Tensor,
+    t_of: &[usize],
+    m: usize,
+    labels: Option<&Tensor>,
+) -> Result<Tensor> {
+    let mut out: Vec<Option<Tensor>> = vec![None; t_of.len()];
+    let mut distinct: Vec<usize> = t_of.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    for t in distinct {
+        let rows: Vec<usize> = (0..t_of.len()).filter(|&b| t_of[b] == t).collect();
+        let ix = Tensor::from_vec(
+            rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+            rows.len(),
+            x.device(),
+        )?;
+        let xr = x.index_select(&ix, 0)?;
+        let lr = labels.map(|l| l.index_select(&ix, 0)).transpose()?;
+        let plan = chain_plan(schedule, &trajectory_timesteps(t, m), false)
+            .map_err(|e| anyhow!("teacher trajectory from t={t}: {e}"))?;
+        let y = teacher_sample(&plan, &xr, lr.as_ref())?;
+        for (k, &r) in rows.iter().enumerate() {
+            out[r] = Some(y.narrow(0, k, 1)?);
+        }
+    }
+    let rows: Vec<Tensor> = out
+        .into_iter()
+        .map(|r| r.expect("every row filled"))
+        .collect();
+    Ok(Tensor::cat(&rows, 0)?)
+}
+
+pub fn mse(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    Ok((a - b)?.sqr()?.mean_all()?)
+}
+
+/// Everything one iteration draws at random, so a test can fix it.
+pub struct IterDraw {
+    pub noise: Tensor,
+    pub labels: Option<Tensor>,
+    /// step index per sample
+    pub idx: Vec<usize>,
+    /// data for forward inputs
+    pub x0_data: Option<Tensor>,
+    pub forward_eps: Option<Tensor>,
+    /// fresh noise of the shifted reconstruction
+    pub srl_eps: Tensor,
+}
+
+/// One Imagine Flash loss evaluation: student inputs (backward or forward), student x0 with
+/// gradient, target (SRL or trajectory), MSE.
+#[allow(clippy::too_many_arguments)]
+pub fn loss(
+    ops: &EagerOps,
+    student: &Denoiser,
+    plan: &SamplerPlan,
+    schedule: &ScheduleConfig,
+    o: &ImagineFlashOptions,
+    draw: &IterDraw,
+    teacher: &TeacherFn,
+    teacher_sample: &dyn Fn(&SamplerPlan, &Tensor, Option<&Tensor>) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let labels = draw.labels.as_ref();
+    let rank = draw.noise.rank() - 1;
+    let x_in = match o.inputs {
+        Inputs::Backward => {
+            let upto = draw.idx.iter().copied().max().unwrap_or(0);
+            let states = backward_states(ops, student, plan, &draw.noise, labels, upto)?;
+            gather_rows(&states, &draw.idx)?
+        }
+        Inputs::Forward => {
+            let (Some(x0), Some(eps)) = (&draw.x0_data, &draw.forward_eps) else {
+                bail!("forward inputs need training data");
+            };
+            let ac = schedule.alphas_cumprod();
+            let sa: Vec<f32> = draw
+                .idx
+                .iter()
+                .map(|&i| ac[plan.steps[i].t].sqrt())
+                .collect();
+            let sb: Vec<f32> = draw
+                .idx
+                .iter()
+                .map(|&i| (1.0 - ac[plan.steps[i].t]).sqrt())
+                .collect();
+            (x0.broadcast_mul(&per_sample(&sa, rank)?)?
+                + eps.broadcast_mul(&per_sample(&sb, rank)?)?)?
+        }
+    };
+    let x0_s = student_x0(ops, student, plan, &x_in, &draw.idx, labels)?;
+    let last = schedule.num_train_timesteps - 1;
+    let target = match o.loss {
+        LossKind::Srl => {
+            let s: Vec<usize> = draw
+                .idx
+                .iter()
+                .map(|&i| o.tau.apply(plan.steps[i].t, last))
+                .collect();
+            srl_target(teacher, schedule, &x0_s, &s, &draw.srl_eps, labels)?
+        }
+        LossKind::Trajectory => {
+            let t_of: Vec<usize> = draw.idx.iter().map(|&i| plan.steps[i].t).collect();
+            trajectory_target(
+                teacher_sample,
+                schedule,
+                &x_in.detach(),
+                &t_of,
+                o.teacher_steps,
+                labels,
+            )?
+        }
+    };
+    mse(&x0_s, &target.detach())
+}
+
+/// Check the options make sense for this teacher before training starts.
+pub fn check_options(o: &ImagineFlashOptions, schedule: &ScheduleConfig) -> Result<()> {
+    if !(1..=8).contains(&o.steps) {
+        bail!(
+            "--steps {}: Imagine Flash students take 1 to 8 steps",
+            o.steps
+        );
+    }
+    if o.loss == LossKind::Trajectory && o.teacher_steps == 0 {
+        bail!("--teacher-steps must be at least 1");
+    }
+    let plan = student_plan(schedule, o)?;
+    // the SRL target must be computable at every shifted step
+    if o.loss == LossKind::Srl {
+        let ac = schedule.alphas_cumprod();
+        let last = schedule.num_train_timesteps - 1;
+        for s in &plan.steps {
+            let si = o.tau.apply(s.t, last);
+            prediction_coeffs(schedule.prediction_type, ac[si], si).map_err(|e| {
+                anyhow!(
+                    "--tau {}: the teacher cannot predict x0 at s={si}: {e}",
+                    o.tau
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Uniform labels in 0..k.
+pub fn random_labels(rng: &mut impl rand::Rng, b: usize, k: usize) -> Result<Tensor> {
+    let v: Vec<i64> = (0..b).map(|_| rng.gen_range(0..k as i64)).collect();
+    Ok(Tensor::from_vec(v, b, &Device::Cpu)?)
+}
