@@ -200,8 +200,11 @@ pub struct DistillArgs {
     #[arg(long, default_value = "on")]
     pub noise_correction: String,
     /// SRL timestep shift: identity, power:G, offset:D, scale:C
-    #[arg(long, default_value = "scale:0.5")]
+    #[arg(long, default_value = "scale:0.25")]
     pub tau: String,
+    /// SRL re-noising: fresh (new noise) or implied (the noise of the student's own state)
+    #[arg(long, default_value = "implied")]
+    pub srl_noise: String,
     /// teacher DDIM steps of the trajectory target
     #[arg(long, default_value_t = 8)]
     pub teacher_steps: usize,

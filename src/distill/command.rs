@@ -1,7 +1,7 @@
 //! `flashctl distill` argument handling: resolve the teacher, data and student, then run the
 //! method.
 
-use super::imagine_flash::{ImagineFlashOptions, Inputs, LossKind, Tau};
+use super::imagine_flash::{ImagineFlashOptions, Inputs, LossKind, SrlNoise, Tau};
 use super::StudentInit;
 use crate::cli::DistillArgs;
 use crate::data;
@@ -32,6 +32,11 @@ pub fn parse_options(a: &DistillArgs) -> Result<ImagineFlashOptions> {
         },
         noise_correction: on_off("noise-correction", &a.noise_correction)?,
         tau: a.tau.parse::<Tau>().map_err(anyhow::Error::msg)?,
+        srl_noise: match a.srl_noise.as_str() {
+            "fresh" => SrlNoise::Fresh,
+            "implied" => SrlNoise::Implied,
+            o => bail!("--srl-noise {o}: expected fresh or implied"),
+        },
         teacher_steps: a.teacher_steps,
     })
 }

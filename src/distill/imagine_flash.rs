@@ -94,6 +94,17 @@ impl Tau {
     }
 }
 
+/// Which noise re-noises the student's x0 in the shifted reconstruction loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SrlNoise {
+    /// fresh N(0, I) noise each iteration
+    Fresh,
+    /// the noise implied by the student's input state and its x0,
+    /// (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t): the target stays a function of x_T
+    Implied,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ImagineFlashOptions {
     pub steps: usize,
@@ -101,6 +112,7 @@ pub struct ImagineFlashOptions {
     pub loss: LossKind,
     pub noise_correction: bool,
     pub tau: Tau,
+    pub srl_noise: SrlNoise,
     /// DDIM steps of the teacher's solution for `--loss trajectory`.
     pub teacher_steps: usize,
 }
@@ -124,6 +136,9 @@ pub fn student_plan(schedule: &ScheduleConfig, o: &ImagineFlashOptions) -> Resul
 
 /// A frozen denoiser: (x, t [B], labels) -> model output, no gradient.
 pub type TeacherFn<'a> = dyn Fn(&Tensor, &Tensor, Option<&Tensor>) -> Result<Tensor> + 'a;
+/// A frozen sampler: (plan, start state, labels) -> sample, no gradient.
+pub type TeacherSampleFn<'a> =
+    dyn Fn(&SamplerPlan, &Tensor, Option<&Tensor>) -> Result<Tensor> + 'a;
 
 /// States of the student's own sampler from `x_t_noise`, without gradient: `states[j]` is the
 /// input of step j (states[0] = x_T). Runs `upto` steps.
@@ -231,6 +246,25 @@ pub fn srl_target(
     teacher_x0(teacher, schedule, &xs, s, labels)
 }
 
+/// (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t) per sample, without gradient.
+pub fn implied_noise(
+    schedule: &ScheduleConfig,
+    plan: &SamplerPlan,
+    x_t: &Tensor,
+    x0: &Tensor,
+    idx: &[usize],
+) -> Result<Tensor> {
+    let ac = schedule.alphas_cumprod();
+    let rank = x_t.rank() - 1;
+    let sa: Vec<f32> = idx.iter().map(|&i| ac[plan.steps[i].t].sqrt()).collect();
+    let inv_sb: Vec<f32> = idx
+        .iter()
+        .map(|&i| 1.0 / (1.0 - ac[plan.steps[i].t]).sqrt().max(1e-6))
+        .collect();
+    let num = (x_t - x0.detach().broadcast_mul(&per_sample(&sa, rank)?)?)?;
+    Ok(num.broadcast_mul(&per_sample(&inv_sb, rank)?)?)
+}
+
 /// DDIM timesteps of the teacher's solution from t down: M evenly spaced, strictly decreasing.
 pub fn trajectory_timesteps(t: usize, m: usize) -> Vec<usize> {
     let mut v: Vec<usize> = (0..m.max(1))
@@ -242,7 +276,7 @@ pub fn trajectory_timesteps(t: usize, m: usize) -> Vec<usize> {
 
 /// Trajectory target: the teacher's M-step DDIM (eta 0) solution from each sample's state.
 pub fn trajectory_target(
-    teacher_sample: &dyn Fn(&SamplerPlan, &Tensor, Option<&Tensor>) -> Result<Tensor>,
+    teacher_sample: &TeacherSampleFn,
     schedule: &ScheduleConfig,
     x: &Tensor,
     t_of: &[usize],
@@ -304,7 +338,7 @@ pub fn loss(
     o: &ImagineFlashOptions,
     draw: &IterDraw,
     teacher: &TeacherFn,
-    teacher_sample: &dyn Fn(&SamplerPlan, &Tensor, Option<&Tensor>) -> Result<Tensor>,
+    teacher_sample: &TeacherSampleFn,
 ) -> Result<Tensor> {
     let labels = draw.labels.as_ref();
     let rank = draw.noise.rank() - 1;
@@ -342,7 +376,11 @@ pub fn loss(
                 .iter()
                 .map(|&i| o.tau.apply(plan.steps[i].t, last))
                 .collect();
-            srl_target(teacher, schedule, &x0_s, &s, &draw.srl_eps, labels)?
+            let eps = match o.srl_noise {
+                SrlNoise::Fresh => draw.srl_eps.clone(),
+                SrlNoise::Implied => implied_noise(schedule, plan, &x_in, &x0_s, &draw.idx)?,
+            };
+            srl_target(teacher, schedule, &x0_s, &s, &eps, labels)?
         }
         LossKind::Trajectory => {
             let t_of: Vec<usize> = draw.idx.iter().map(|&i| plan.steps[i].t).collect();
@@ -392,4 +430,146 @@ pub fn check_options(o: &ImagineFlashOptions, schedule: &ScheduleConfig) -> Resu
 pub fn random_labels(rng: &mut impl rand::Rng, b: usize, k: usize) -> Result<Tensor> {
     let v: Vec<i64> = (0..b).map(|_| rng.gen_range(0..k as i64)).collect();
     Ok(Tensor::from_vec(v, b, &Device::Cpu)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::Prediction;
+
+    fn t(v: &[f32], shape: &[usize]) -> Tensor {
+        Tensor::from_vec(v.to_vec(), shape, &Device::Cpu).unwrap()
+    }
+    fn v(x: &Tensor) -> Vec<f32> {
+        x.flatten_all().unwrap().to_vec1().unwrap()
+    }
+    fn close(a: &[f32], b: &[f32]) {
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() < 1e-5, "{a:?} vs {b:?}");
+        }
+    }
+    fn sched(p: Prediction) -> ScheduleConfig {
+        ScheduleConfig {
+            prediction_type: p,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn tau_parses_and_shifts() {
+        assert_eq!("scale:0.25".parse::<Tau>().unwrap().apply(999, 999), 250);
+        assert_eq!("offset:300".parse::<Tau>().unwrap().apply(200, 999), 0);
+        assert_eq!("power:2".parse::<Tau>().unwrap().apply(999, 999), 999);
+        assert_eq!("power:2".parse::<Tau>().unwrap().apply(500, 999), 250);
+        assert_eq!("identity".parse::<Tau>().unwrap().apply(417, 999), 417);
+        assert!("scale:2".parse::<Tau>().is_err());
+        assert!("warp:1".parse::<Tau>().is_err());
+    }
+
+    #[test]
+    fn srl_target_renoises_the_student_x0_and_asks_the_teacher() {
+        // an x0-predicting teacher that returns its input: the target is the re-noised point
+        let s = sched(Prediction::X0);
+        let ac = s.alphas_cumprod();
+        let teacher = |x: &Tensor, _t: &Tensor, _l: Option<&Tensor>| Ok(x.clone());
+        let x0 = t(&[1.0, -2.0, 0.5, 0.0], &[2, 2]);
+        let eps = t(&[0.1, 0.2, -0.3, 0.4], &[2, 2]);
+        let steps = [100, 700];
+        let got = srl_target(&teacher, &s, &x0, &steps, &eps, None).unwrap();
+        let (a0, b0) = (ac[100].sqrt(), (1.0 - ac[100]).sqrt());
+        let (a1, b1) = (ac[700].sqrt(), (1.0 - ac[700]).sqrt());
+        let want = [
+            a0 * 1.0 + b0 * 0.1,
+            a0 * -2.0 + b0 * 0.2,
+            a1 * 0.5 + b1 * -0.3,
+            a1 * 0.0 + b1 * 0.4,
+        ];
+        close(&v(&got), &want);
+    }
+
+    #[test]
+    fn teacher_x0_uses_the_teachers_parameterisation_and_clip() {
+        // v-prediction teacher answering v = 0: x0 = sqrt(abar) x, clamped to [-1, 1]
+        let mut s = sched(Prediction::V);
+        s.clip_sample = true;
+        let ac = s.alphas_cumprod();
+        let zero = |x: &Tensor, _t: &Tensor, _l: Option<&Tensor>| Ok(x.zeros_like()?);
+        let x = t(&[0.5, 3.0], &[2, 1]);
+        let got = teacher_x0(&zero, &s, &x, &[10, 10], None).unwrap();
+        close(&v(&got), &[0.5 * ac[10].sqrt(), 1.0]);
+    }
+
+    #[test]
+    fn implied_noise_recovers_the_noise_of_a_forward_noised_state() {
+        let s = sched(Prediction::V);
+        let plan = chain_plan(&s, &[999, 500], false).unwrap();
+        let ac = s.alphas_cumprod();
+        let x0 = t(&[0.3, -0.7], &[2, 1]);
+        let eps = t(&[1.5, -0.2], &[2, 1]);
+        let idx = [1, 0];
+        let sa = [ac[500].sqrt(), ac[999].sqrt()];
+        let sb = [(1.0 - ac[500]).sqrt(), (1.0 - ac[999]).sqrt()];
+        let xt = t(
+            &[sa[0] * 0.3 + sb[0] * 1.5, sa[1] * -0.7 + sb[1] * -0.2],
+            &[2, 1],
+        );
+        let got = implied_noise(&s, &plan, &xt, &x0, &idx).unwrap();
+        close(&v(&got), &v(&eps));
+    }
+
+    #[test]
+    fn trajectory_target_runs_the_teacher_from_each_samples_own_timestep() {
+        // a fake teacher sampler returning its input times its first timestep
+        let s = sched(Prediction::V);
+        let fake =
+            |p: &SamplerPlan, x: &Tensor, _l: Option<&Tensor>| Ok((x * p.timesteps[0] as f64)?);
+        let x = t(&[1.0, 2.0, 3.0], &[3, 1]);
+        let got = trajectory_target(&fake, &s, &x, &[500, 999, 500], 4, None).unwrap();
+        close(&v(&got), &[500.0, 1998.0, 1500.0]);
+        assert_eq!(trajectory_timesteps(999, 4), vec![999, 749, 500, 250]);
+        assert_eq!(trajectory_timesteps(2, 4), vec![2, 1]);
+    }
+
+    #[test]
+    fn mse_of_known_tensors() {
+        let a = t(&[1.0, 2.0, 3.0, 4.0], &[2, 2]);
+        let b = t(&[1.0, 0.0, 3.0, 2.0], &[2, 2]);
+        assert_eq!(mse(&a, &b).unwrap().to_scalar::<f32>().unwrap(), 2.0);
+    }
+
+    #[test]
+    fn backward_inputs_are_the_students_own_no_grad_sampler_states() {
+        use crate::models::{Denoiser, MlpConfig};
+        let d = Denoiser::Mlp(MlpConfig {
+            data_dim: 2,
+            hidden: 16,
+            layers: 2,
+            time_dim: 8,
+            num_classes: None,
+        });
+        let (_, vb) = crate::seeded_vars::SeededVars::new(3).into_var_builder(&Device::Cpu);
+        let ops = EagerOps::new(vb);
+        let s = sched(Prediction::V);
+        let plan = chain_plan(&s, &[999, 666, 332], true).unwrap();
+        let noise = t(&[0.3, -1.0, 2.0, 0.1, -0.5, 0.9], &[3, 2]);
+        let states = backward_states(&ops, &d, &plan, &noise, None, 2).unwrap();
+        assert_eq!(states.len(), 3);
+        for (j, st) in states.iter().enumerate() {
+            // the state before step j is what the sampler produces after j steps
+            let truncated = SamplerPlan {
+                steps: plan.steps[..j].to_vec(),
+                timesteps: plan.timesteps[..j].to_vec(),
+                ..plan.clone()
+            };
+            let want = crate::sampler::sample(&ops, &d, &truncated, &noise, None).unwrap();
+            close(&v(st), &v(&want));
+            assert!(!st.track_op(), "state {j} must carry no gradient");
+        }
+        let picked = gather_rows(&states, &[2, 0, 1]).unwrap();
+        let rows = v(&picked);
+        close(&rows[0..2], &v(&states[2])[0..2]);
+        close(&rows[2..4], &v(&states[0])[2..4]);
+        close(&rows[4..6], &v(&states[1])[4..6]);
+    }
 }
