@@ -193,20 +193,22 @@ pub struct DistillArgs {
     /// backward (student's own no-grad steps) or forward (noised training data)
     #[arg(long, default_value = "backward")]
     pub inputs: String,
-    /// srl (shifted reconstruction) or trajectory (teacher's DDIM solution)
-    #[arg(long, default_value = "srl")]
+    /// srl (shifted reconstruction), trajectory (teacher's DDIM solution), or auto: the measured
+    /// recommendation (trajectory for 1 step, srl for more; docs/results.md)
+    #[arg(long, default_value = "auto")]
     pub loss: String,
     /// on or off
     #[arg(long, default_value = "on")]
     pub noise_correction: String,
-    /// SRL timestep shift: identity, power:G, offset:D, scale:C
-    #[arg(long, default_value = "scale:0.25")]
+    /// SRL timestep shift: identity, power:G, offset:D, scale:C, const:S, or auto (scale:0.25 for
+    /// 1 step, power:2 for more; docs/results.md)
+    #[arg(long, default_value = "auto")]
     pub tau: String,
     /// SRL re-noising: fresh (new noise) or implied (the noise of the student's own state)
     #[arg(long, default_value = "implied")]
     pub srl_noise: String,
     /// teacher DDIM steps of the trajectory target
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 32)]
     pub teacher_steps: usize,
     #[arg(long)]
     pub batch: Option<usize>,

@@ -17,6 +17,25 @@ fn on_off(flag: &str, v: &str) -> Result<bool> {
     }
 }
 
+/// The measured defaults (docs/results.md, 2-D ablations): one step regresses onto the
+/// teacher's 32-step solution; two or more steps use the shifted reconstruction loss.
+pub fn recommended_loss(steps: usize) -> LossKind {
+    if steps == 1 {
+        LossKind::Trajectory
+    } else {
+        LossKind::Srl
+    }
+}
+
+/// The measured SRL shift: s = 0.25 t for one step, s = T (t/T)^2 for more.
+pub fn recommended_tau(steps: usize) -> Tau {
+    if steps == 1 {
+        Tau::Scale(0.25)
+    } else {
+        Tau::Power(2.0)
+    }
+}
+
 pub fn parse_options(a: &DistillArgs) -> Result<ImagineFlashOptions> {
     Ok(ImagineFlashOptions {
         steps: a.steps,
@@ -26,12 +45,16 @@ pub fn parse_options(a: &DistillArgs) -> Result<ImagineFlashOptions> {
             o => bail!("--inputs {o}: expected backward or forward"),
         },
         loss: match a.loss.as_str() {
+            "auto" => recommended_loss(a.steps),
             "srl" => LossKind::Srl,
             "trajectory" => LossKind::Trajectory,
-            o => bail!("--loss {o}: expected srl or trajectory"),
+            o => bail!("--loss {o}: expected auto, srl or trajectory"),
         },
         noise_correction: on_off("noise-correction", &a.noise_correction)?,
-        tau: a.tau.parse::<Tau>().map_err(anyhow::Error::msg)?,
+        tau: match a.tau.as_str() {
+            "auto" => recommended_tau(a.steps),
+            t => t.parse::<Tau>().map_err(anyhow::Error::msg)?,
+        },
         srl_noise: match a.srl_noise.as_str() {
             "fresh" => SrlNoise::Fresh,
             "implied" => SrlNoise::Implied,

@@ -44,6 +44,8 @@ pub enum Tau {
     Offset(usize),
     /// s = c t
     Scale(f64),
+    /// s = S at every step (may lie above t: the student's x0 is re-noised upward)
+    Const(usize),
 }
 
 impl std::str::FromStr for Tau {
@@ -64,8 +66,9 @@ impl std::str::FromStr for Tau {
             "offset" => Ok(Tau::Offset(num("offset")? as usize)),
             "scale" if num("scale")? <= 1.0 => Ok(Tau::Scale(num("scale")?)),
             "scale" => Err(format!("--tau {s}: scale must be in [0, 1]")),
+            "const" => Ok(Tau::Const(num("const")? as usize)),
             _ => Err(format!(
-                "unknown --tau `{s}` (identity, power:G, offset:D, scale:C)"
+                "unknown --tau `{s}` (identity, power:G, offset:D, scale:C, const:S)"
             )),
         }
     }
@@ -78,6 +81,7 @@ impl std::fmt::Display for Tau {
             Tau::Power(g) => write!(f, "power:{g}"),
             Tau::Offset(d) => write!(f, "offset:{d}"),
             Tau::Scale(c) => write!(f, "scale:{c}"),
+            Tau::Const(v) => write!(f, "const:{v}"),
         }
     }
 }
@@ -89,6 +93,7 @@ impl Tau {
             Tau::Power(g) => last as f64 * (t as f64 / last as f64).powf(g),
             Tau::Offset(d) => t.saturating_sub(d) as f64,
             Tau::Scale(c) => c * t as f64,
+            Tau::Const(v) => v as f64,
         };
         (s.round() as usize).min(last)
     }
