@@ -232,6 +232,14 @@ fn fashion_mnist_idx_class_conditional_unet() {
         &[n],
         &labels,
     );
+    // the held-out split eval scores against
+    let test_px: Vec<u8> = (0..n * 28 * 28).map(|i| (i * 13 % 241) as u8).collect();
+    write_idx_gz(
+        &tmp.path().join("t10k-images-idx3-ubyte.gz"),
+        &[n, 28, 28],
+        &test_px,
+    );
+    write_idx_gz(&tmp.path().join("t10k-labels-idx1-ubyte.gz"), &[n], &labels);
     let teacher = tmp.path().join("fm");
     ok(&[
         "teacher",
@@ -262,6 +270,48 @@ fn fashion_mnist_idx_class_conditional_unet() {
             .unwrap();
     assert_eq!(manifest["inputs"][1]["name"], "class_labels");
     assert_eq!(manifest["inputs"][1]["dtype"], "int64");
+    // a class-conditional image student, scored with FD-FMNIST against the test split
+    let student = tmp.path().join("fm_student");
+    ok(&[
+        "distill",
+        "--teacher",
+        s(&teacher),
+        "--steps",
+        "1",
+        "--loss",
+        "srl",
+        "--iters",
+        "2",
+        "--batch",
+        "4",
+        "--out",
+        s(&student),
+    ]);
+    let out = ok(&[
+        "eval",
+        "--model",
+        s(&student),
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        s(tmp.path()),
+        "--samples",
+        "12",
+        "--teacher",
+        s(&teacher),
+        "--teacher-steps",
+        "2",
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for m in ["fd", "precision", "recall"] {
+        assert!(
+            r["model"]["metrics"][m].as_f64().unwrap().is_finite(),
+            "{m}: {out}"
+        );
+    }
+    assert!(r["psnr_vs_teacher"].as_f64().unwrap().is_finite());
+    assert!(std::path::Path::new(r["png"].as_str().unwrap()).is_file());
     ok(&["validate", s(&graph), "--runtimes", &runtimes()]);
     // a truncated IDX file is named in a one-line error
     let bad = tmp.path().join("bad");
