@@ -332,3 +332,42 @@ fn onnx_teacher_without_sidecar_or_with_wrong_names_is_refused() {
     assert!(e.contains("denoiser.teacher.json"), "{e}");
     assert!(!out.exists());
 }
+
+#[test]
+fn diffusers_teachers_distil_and_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rts = common::parity_runtimes().join(",");
+    for case in CASES {
+        // the teacher's own sampler as one graph
+        let g = tmp.path().join(format!("{case}/teacher/model.onnx"));
+        ok(&[
+            "export",
+            "--model",
+            s(&fixture_dir(case)),
+            "--steps",
+            "3",
+            "--out",
+            s(&g),
+        ]);
+        ok(&["validate", s(&g), "--runtimes", &rts]);
+        // an Imagine Flash student initialised from it (epsilon and v teachers), exported with
+        // its noise correction
+        let student = tmp.path().join(format!("{case}/student"));
+        ok(&[
+            "distill",
+            "--teacher",
+            s(&fixture_dir(case)),
+            "--steps",
+            "2",
+            "--iters",
+            "2",
+            "--batch",
+            "2",
+            "--out",
+            s(&student),
+        ]);
+        let g = tmp.path().join(format!("{case}/student_export/model.onnx"));
+        ok(&["export", "--model", s(&student), "--out", s(&g)]);
+        ok(&["validate", s(&g), "--runtimes", &rts]);
+    }
+}
