@@ -8,6 +8,8 @@ import sys
 rows = {}
 for d in sys.argv[1:]:
     for f in sorted(pathlib.Path(d).glob("*.json")):
+        if f.stat().st_size == 0:
+            continue  # a run still writing
         ds, rest = f.stem.split(".", 1)
         rows.setdefault(ds, []).append((rest, json.loads(f.read_text())))
 
