@@ -40,6 +40,18 @@ pub struct SamplerDefaults {
     pub noise_correction: bool,
 }
 
+impl SamplerDefaults {
+    /// A teacher's default: 50 DDIM steps on its own schedule.
+    pub fn teacher() -> Self {
+        Self {
+            kind: SamplerKind::Ddim,
+            steps: 50,
+            timesteps: None,
+            noise_correction: false,
+        }
+    }
+}
+
 impl ModelConfig {
     /// The sampler this model runs by default, or with `steps`/`kind` overrides. A student with a
     /// fixed timestep list only runs that list.
@@ -205,12 +217,7 @@ fn load_diffusers(dir: &Path, device: &Device) -> Result<LoadedModel, Checkpoint
             dataset: format!("diffusers:{}", dir.display()),
             denoiser,
             schedule,
-            sampler: SamplerDefaults {
-                kind: SamplerKind::Ddim,
-                steps: 50,
-                timesteps: None,
-                noise_correction: false,
-            },
+            sampler: SamplerDefaults::teacher(),
             distillation: None,
         },
         weights,

@@ -21,6 +21,8 @@ pub const REFERENCE_FILE: &str = "reference.safetensors";
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// Batch size of the reference inputs stored beside a graph.
 pub const REFERENCE_BATCH: usize = 4;
+/// Seed of the reference noise.
+pub const REFERENCE_SEED: u64 = 20241;
 
 #[derive(Debug, Serialize)]
 pub struct Signature {
@@ -32,11 +34,14 @@ pub struct Signature {
 #[derive(Debug, Serialize)]
 pub struct Manifest {
     pub schema_version: u32,
+    /// `sampler` (the unrolled K-step sampler) or `denoiser` (one call, an ONNX teacher)
+    pub kind: String,
     pub graph: String,
     pub graph_sha256: String,
     pub opset: i64,
     pub model: checkpoint::ModelConfig,
-    pub sampler: SamplerPlan,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sampler: Option<SamplerPlan>,
     pub inputs: Vec<Signature>,
     pub outputs: Vec<Signature>,
     pub denoiser_parameter_bytes: usize,
@@ -177,7 +182,7 @@ pub fn export(
     let bytes = encode_model(&proto);
     let summary = summarize(&proto);
     // 2. reference outputs from the eager path, under the graph's own names
-    let seed = 20241;
+    let seed = REFERENCE_SEED;
     let (noise, labels) = reference_inputs(&model, REFERENCE_BATCH, seed)?;
     let image = eager_sample(&model, &plan, &noise, labels.as_ref())?;
     let mut reference = std::collections::HashMap::new();
@@ -186,7 +191,33 @@ pub fn export(
         reference.insert("class_labels".to_string(), l.to_dtype(DType::I64)?);
     }
     reference.insert("image".to_string(), image);
-    // 3. write graph, reference and manifest (each atomically)
+    // 3. write graph, reference and manifest
+    write_export(
+        &model,
+        &graph,
+        &bytes,
+        &summary,
+        reference,
+        out,
+        seed,
+        Some(plan),
+        start,
+    )
+}
+
+/// Write the graph, `reference.safetensors` and `manifest.json` beside it (each atomically).
+#[allow(clippy::too_many_arguments)]
+fn write_export(
+    model: &LoadedModel,
+    graph: &Graph,
+    bytes: &[u8],
+    summary: &flashctl_exporters::OnnxSummary,
+    reference: std::collections::HashMap<String, Tensor>,
+    out: &Path,
+    seed: u64,
+    sampler: Option<SamplerPlan>,
+    start: std::time::Instant,
+) -> Result<ExportReport> {
     let dir = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -194,7 +225,7 @@ pub fn export(
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let reference_path = dir.join(REFERENCE_FILE);
     let manifest_path = dir.join(MANIFEST_FILE);
-    flashctl_exporters::write_atomic(out, &bytes)?;
+    flashctl_exporters::write_atomic(out, bytes)?;
     checkpoint::save_tensors(&reference_path, &reference)?;
     let sig = |v: &flashctl_graphs::ValueInfo| Signature {
         name: v.name.clone(),
@@ -203,11 +234,17 @@ pub fn export(
     };
     let manifest = Manifest {
         schema_version: MANIFEST_SCHEMA,
+        kind: if sampler.is_some() {
+            "sampler"
+        } else {
+            "denoiser"
+        }
+        .into(),
         graph: out.file_name().unwrap().to_string_lossy().into(),
-        graph_sha256: sha256_hex(&bytes),
+        graph_sha256: sha256_hex(bytes),
         opset: summary.opset,
         model: model.config.clone(),
-        sampler: plan,
+        sampler,
         inputs: graph.inputs.iter().map(sig).collect(),
         outputs: graph.outputs.iter().map(sig).collect(),
         denoiser_parameter_bytes: model.parameter_bytes(),
@@ -295,7 +332,7 @@ pub fn export_denoiser(model_dir: &Path, out: &Path) -> Result<ExportReport> {
     check_structure(&proto)?;
     let bytes = encode_model(&proto);
     let summary = summarize(&proto);
-    let seed = 20241;
+    let seed = REFERENCE_SEED;
     let (x, labels) = reference_inputs(&model, REFERENCE_BATCH, seed)?;
     let last = (model.config.schedule.num_train_timesteps - 1) as f32;
     let tv: Vec<f32> = (0..REFERENCE_BATCH)
@@ -311,50 +348,12 @@ pub fn export_denoiser(model_dir: &Path, out: &Path) -> Result<ExportReport> {
         reference.insert("class_labels".to_string(), l);
     }
     reference.insert("denoiser_out".to_string(), y);
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let reference_path = dir.join(REFERENCE_FILE);
-    let manifest_path = dir.join(MANIFEST_FILE);
-    flashctl_exporters::write_atomic(out, &bytes)?;
-    checkpoint::save_tensors(&reference_path, &reference)?;
+    let report = write_export(
+        &model, &graph, &bytes, &summary, reference, out, seed, None, start,
+    )?;
     checkpoint::write_atomic(
         &crate::teacher::sidecar_path(out),
         serde_json::to_string_pretty(&denoiser_sidecar(&model)?)?.as_bytes(),
     )?;
-    let sig = |v: &flashctl_graphs::ValueInfo| Signature {
-        name: v.name.clone(),
-        dtype: v.dtype.name().into(),
-        shape: v.shape.iter().map(|d| d.to_string()).collect(),
-    };
-    let manifest = serde_json::json!({
-        "schema_version": MANIFEST_SCHEMA,
-        "kind": "denoiser",
-        "graph": out.file_name().unwrap().to_string_lossy(),
-        "graph_sha256": sha256_hex(&bytes),
-        "opset": summary.opset,
-        "model": model.config,
-        "inputs": graph.inputs.iter().map(sig).collect::<Vec<_>>(),
-        "outputs": graph.outputs.iter().map(sig).collect::<Vec<_>>(),
-        "denoiser_parameter_bytes": model.parameter_bytes(),
-        "initializer_bytes": summary.initializer_bytes,
-        "node_count": summary.node_count,
-        "reference": REFERENCE_FILE,
-        "reference_seed": seed,
-    });
-    checkpoint::write_atomic(
-        &manifest_path,
-        serde_json::to_string_pretty(&manifest)?.as_bytes(),
-    )?;
-    Ok(ExportReport {
-        graph_path: out.to_path_buf(),
-        manifest_path,
-        reference_path,
-        initializer_bytes: summary.initializer_bytes,
-        parameter_bytes: model.parameter_bytes(),
-        node_count: summary.node_count,
-        seconds: start.elapsed().as_secs_f64(),
-    })
+    Ok(report)
 }

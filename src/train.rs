@@ -4,7 +4,6 @@
 use crate::checkpoint::{ModelConfig, SamplerDefaults, SCHEMA_VERSION};
 use crate::data::Dataset;
 use crate::models::{Denoiser, MlpConfig, UnetConfig};
-use crate::sampler::SamplerKind;
 use crate::schedule::{Prediction, ScheduleConfig};
 use crate::train_loop::{train_loop, LoopSpec};
 use anyhow::Result;
@@ -149,12 +148,7 @@ pub fn train_teacher(
         dataset: ds.name(),
         denoiser: denoiser.clone(),
         schedule: schedule.clone(),
-        sampler: SamplerDefaults {
-            kind: SamplerKind::Ddim,
-            steps: 50,
-            timesteps: None,
-            noise_correction: false,
-        },
+        sampler: SamplerDefaults::teacher(),
         distillation: None,
     };
     let ac = schedule.alphas_cumprod();

@@ -3,24 +3,7 @@
 
 mod common;
 use common::{fails, ok, s};
-use std::path::{Path, PathBuf};
-
-fn tiny_teacher(dir: &Path) -> PathBuf {
-    let t = dir.join("teacher");
-    ok(&[
-        "teacher",
-        "train",
-        "--dataset",
-        "two-moons",
-        "--preset",
-        "tiny",
-        "--iters",
-        "60",
-        "--out",
-        s(&t),
-    ]);
-    t
-}
+use std::path::Path;
 
 fn first_loss(dir: &Path) -> f64 {
     let csv = std::fs::read_to_string(dir.join("loss.csv")).unwrap();
@@ -37,7 +20,7 @@ fn first_loss(dir: &Path) -> f64 {
 #[test]
 fn distill_export_validate_eval_for_one_and_three_steps() {
     let tmp = tempfile::tempdir().unwrap();
-    let teacher = tiny_teacher(tmp.path());
+    let teacher = common::tiny_teacher(tmp.path());
     let rts = common::parity_runtimes().join(",");
     for k in ["1", "3"] {
         let student = tmp.path().join(format!("student{k}"));
@@ -134,7 +117,7 @@ fn distill_export_validate_eval_for_one_and_three_steps() {
 #[test]
 fn onnx_and_native_copies_of_a_teacher_give_the_same_first_iteration_loss() {
     let tmp = tempfile::tempdir().unwrap();
-    let teacher = tiny_teacher(tmp.path());
+    let teacher = common::tiny_teacher(tmp.path());
     let onnx = tmp.path().join("teacher_onnx/denoiser.onnx");
     ok(&[
         "export",
@@ -203,7 +186,7 @@ fn onnx_and_native_copies_of_a_teacher_give_the_same_first_iteration_loss() {
 #[test]
 fn resumed_distillation_equals_uninterrupted() {
     let tmp = tempfile::tempdir().unwrap();
-    let teacher = tiny_teacher(tmp.path());
+    let teacher = common::tiny_teacher(tmp.path());
     let full = tmp.path().join("full");
     let split = tmp.path().join("split");
     let args = |out: &Path, iters: &str| -> Vec<String> {
@@ -248,7 +231,7 @@ fn resumed_distillation_equals_uninterrupted() {
 #[test]
 fn bad_distill_arguments_are_one_line_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    let teacher = tiny_teacher(tmp.path());
+    let teacher = common::tiny_teacher(tmp.path());
     let out = tmp.path().join("s");
     for (flag, value, needle) in [
         ("--tau", "warp:3", "--tau"),

@@ -121,3 +121,21 @@ pub fn fails(args: &[&str]) -> (i32, String) {
 pub fn s(p: &std::path::Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// A two-moons MLP teacher trained for 60 iterations (seconds).
+pub fn tiny_teacher(dir: &std::path::Path) -> PathBuf {
+    let t = dir.join("teacher");
+    ok(&[
+        "teacher",
+        "train",
+        "--dataset",
+        "two-moons",
+        "--preset",
+        "tiny",
+        "--iters",
+        "60",
+        "--out",
+        s(&t),
+    ]);
+    t
+}
