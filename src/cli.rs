@@ -149,10 +149,16 @@ pub struct ValidateArgs {
     /// runtimes to check, comma separated: tract, ort-cpu, ort-cuda, ort-tensorrt
     #[arg(long, default_value = "tract,ort-cpu", value_delimiter = ',')]
     pub runtimes: Vec<String>,
-    #[arg(long, default_value_t = 1e-4)]
-    pub atol: f64,
-    #[arg(long, default_value_t = 0.0)]
-    pub rtol: f64,
+    /// named tolerance level: exact, close, approximate, very-approximate (fp32 levels; default:
+    /// atol 1e-4, rtol 0, no outliers)
+    #[arg(long)]
+    pub tolerance: Option<String>,
+    /// absolute tolerance (overrides the level's)
+    #[arg(long)]
+    pub atol: Option<f64>,
+    /// relative tolerance (overrides the level's)
+    #[arg(long)]
+    pub rtol: Option<f64>,
     /// timed runs per runtime after the parity run
     #[arg(long, default_value_t = 5)]
     pub runs: usize,

@@ -165,10 +165,15 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
         Command::Validate(a) => {
-            let tol = Tolerance {
-                atol: a.atol,
-                rtol: a.rtol,
+            let mut tol = match &a.tolerance {
+                Some(level) => Tolerance::level(level, "fp32").map_err(BadInput)?,
+                None => Tolerance::FP32,
             };
+            tol.atol = a.atol.unwrap_or(tol.atol);
+            tol.rtol = a.rtol.unwrap_or(tol.rtol);
+            if !(tol.atol >= 0.0 && tol.rtol >= 0.0) {
+                return Err(BadInput("--atol and --rtol must be non-negative".into()).into());
+            }
             let r =
                 validation::validate(&a.graph, a.reference.as_deref(), &a.runtimes, tol, a.runs)?;
             if a.json {

@@ -190,8 +190,8 @@ fn run_one(
 
 pub fn print_table(r: &ValidationReport) {
     println!(
-        "validate {}  (tolerance atol {:.0e}, rtol {:.0e})",
-        r.graph, r.tolerance.atol, r.tolerance.rtol
+        "validate {}  (tolerance atol {:.0e}, rtol {:.0e}, outliers <= {})",
+        r.graph, r.tolerance.atol, r.tolerance.rtol, r.tolerance.max_outlier_fraction
     );
     println!(
         "{:<14} {:<12} {:>12} {:>12} {:>12} {:>12}",
@@ -222,6 +222,16 @@ pub fn print_table(r: &ValidationReport) {
         }
         if let Some(reason) = &rt.reason {
             println!("    {}: {reason}", rt.runtime);
+        }
+        for o in rt.outputs.iter().filter(|o| !o.passed) {
+            println!(
+                "    {}: `{}` would pass with atol >= {:.3e} or rtol >= {:.3e} ({:.2}% outliers)",
+                rt.runtime,
+                o.output,
+                o.min_passing_atol,
+                o.min_passing_rtol,
+                100.0 * o.outlier_fraction
+            );
         }
     }
     let unavailable: Vec<&str> = r

@@ -484,3 +484,61 @@ fn bad_inputs_give_one_line_errors_and_nonzero_exit() {
     assert_eq!(code, 2);
     assert!(err.contains("--resume"), "{err}");
 }
+
+#[test]
+fn named_tolerance_levels_and_smallest_passing_tolerances() {
+    let tmp = tempfile::tempdir().unwrap();
+    let teacher = common::tiny_teacher(tmp.path());
+    let graph = tmp.path().join("e/model.onnx");
+    ok(&[
+        "export",
+        "--model",
+        s(&teacher),
+        "--steps",
+        "4",
+        "--out",
+        s(&graph),
+    ]);
+    let rts = runtimes();
+    // approximate (fp32 1e-4) passes; the report says how far off each output is
+    let out = ok(&[
+        "validate",
+        s(&graph),
+        "--runtimes",
+        &rts,
+        "--tolerance",
+        "approximate",
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["tolerance"]["atol"], 1e-4);
+    for rt in r["runtimes"].as_array().unwrap() {
+        let o = &rt["outputs"][0];
+        let need = o["min_passing_atol"].as_f64().unwrap();
+        assert!(
+            need <= o["max_abs"].as_f64().unwrap() + 1e-12 && need < 1e-4,
+            "{o}"
+        );
+    }
+    // a tighter override than the measured error fails with exit 1 and names what would pass
+    let o = common::flashctl(&[
+        "validate",
+        s(&graph),
+        "--runtimes",
+        "tract",
+        "--atol",
+        "1e-12",
+        "--rtol",
+        "0",
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    if o.status.code() == Some(1) {
+        assert!(stdout.contains("would pass with atol >="), "{stdout}");
+    } else {
+        // tract reproduced eager bit for bit: exact passes too
+        assert_eq!(o.status.code(), Some(0), "{stdout}");
+    }
+    let (code, e) = fails(&["validate", s(&graph), "--tolerance", "loose"]);
+    assert_eq!(code, 2);
+    assert!(e.contains("very-approximate"), "{e}");
+}
