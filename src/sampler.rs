@@ -70,6 +70,29 @@ pub fn prediction_coeffs(p: Prediction, a: f32, t: usize) -> Result<(f32, f32, f
     }
 }
 
+/// One DDIM (eta 0) step at `t` landing on alpha_bar `a_prev`, with the model-output
+/// coefficients (x0_x, x0_out, eps_x, eps_out) of the parameterisation.
+fn ddim_step(
+    cfg: &ScheduleConfig,
+    t: usize,
+    coeffs: (f32, f32, f32, f32),
+    a_prev: f32,
+) -> StepPlan {
+    let (x0_x, x0_out, eps_x, eps_out) = coeffs;
+    StepPlan {
+        t,
+        in_scale: 1.0,
+        x0_x,
+        x0_out,
+        eps_x,
+        eps_out,
+        clip: cfg.clip_sample.then_some(cfg.clip_sample_range),
+        next_x: 0.0,
+        next_x0: a_prev.sqrt(),
+        next_eps: (1.0 - a_prev).sqrt(),
+    }
+}
+
 /// DDIM with eta = 0, as diffusers `DDIMScheduler.step`.
 pub fn ddim_plan(cfg: &ScheduleConfig, steps: usize) -> Result<SamplerPlan, String> {
     let ac = cfg.alphas_cumprod();
@@ -85,19 +108,8 @@ pub fn ddim_plan(cfg: &ScheduleConfig, steps: usize) -> Result<SamplerPlan, Stri
         } else {
             final_alpha
         };
-        let (x0_x, x0_out, eps_x, eps_out) = prediction_coeffs(cfg.prediction_type, a, t)?;
-        plan.push(StepPlan {
-            t,
-            in_scale: 1.0,
-            x0_x,
-            x0_out,
-            eps_x,
-            eps_out,
-            clip: cfg.clip_sample.then_some(cfg.clip_sample_range),
-            next_x: 0.0,
-            next_x0: a_prev.sqrt(),
-            next_eps: (1.0 - a_prev).sqrt(),
-        });
+        let coeffs = prediction_coeffs(cfg.prediction_type, a, t)?;
+        plan.push(ddim_step(cfg, t, coeffs, a_prev));
     }
     Ok(SamplerPlan {
         kind: SamplerKind::Ddim,
@@ -185,22 +197,11 @@ pub fn chain_plan(
         let a = ac[t];
         let a_prev = timesteps.get(i + 1).map(|&n| ac[n]).unwrap_or(1.0);
         let first_nc = noise_correction && i == 0;
-        let (x0_x, x0_out, eps_x, eps_out) = match cfg.prediction_type {
+        let coeffs = match cfg.prediction_type {
             Prediction::Epsilon if first_nc => (0.0, 1.0, 0.0, 0.0),
             p => prediction_coeffs(p, a, t)?,
         };
-        plan.push(StepPlan {
-            t,
-            in_scale: 1.0,
-            x0_x,
-            x0_out,
-            eps_x,
-            eps_out,
-            clip: cfg.clip_sample.then_some(cfg.clip_sample_range),
-            next_x: 0.0,
-            next_x0: a_prev.sqrt(),
-            next_eps: (1.0 - a_prev).sqrt(),
-        });
+        plan.push(ddim_step(cfg, t, coeffs, a_prev));
     }
     Ok(SamplerPlan {
         kind: SamplerKind::Ddim,

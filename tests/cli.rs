@@ -11,19 +11,7 @@ fn runtimes() -> String {
 #[test]
 fn tiny_mlp_train_sample_export_validate() {
     let tmp = tempfile::tempdir().unwrap();
-    let teacher = tmp.path().join("teacher");
-    ok(&[
-        "teacher",
-        "train",
-        "--dataset",
-        "two-moons",
-        "--preset",
-        "tiny",
-        "--iters",
-        "60",
-        "--out",
-        s(&teacher),
-    ]);
+    let teacher = common::tiny_teacher(tmp.path());
     for f in [
         "config.json",
         "model.safetensors",

@@ -274,7 +274,6 @@ fn write_png(
         }
     });
     std::fs::create_dir_all(&dir)?;
-    let steps = x.dims()[0];
     if shape.len() == 1 && shape[0] == 2 {
         let pts: Vec<[f32; 2]> = flat(x)?.chunks(2).map(|c| [c[0], c[1]]).collect();
         let refp: Vec<[f32; 2]> = reference.chunks(2).map(|c| [c[0], c[1]]).collect();
@@ -289,8 +288,7 @@ fn write_png(
     if shape.len() != 3 {
         return Ok(None);
     }
-    let k = steps.min(32);
-    let per: usize = shape.iter().product();
+    let k = x.dims()[0].min(32);
     let mut data = vec![];
     let mut n = 0;
     if let Some(t) = teacher {
@@ -299,7 +297,6 @@ fn write_png(
     }
     data.extend(&flat(&x.narrow(0, 0, k)?)?);
     n += k;
-    debug_assert_eq!(data.len(), n * per);
     let p = dir.join(if teacher.is_some() {
         "teacher_top_model_bottom.png"
     } else {
