@@ -61,6 +61,17 @@ impl ModelConfig {
         kind: Option<SamplerKind>,
     ) -> anyhow::Result<crate::sampler::SamplerPlan> {
         let d = &self.sampler;
+        // a one-step generator runs its single call and nothing else; a denoiser never does
+        let generator = self.denoiser.is_generator();
+        if generator || d.kind == SamplerKind::OneStep || kind == Some(SamplerKind::OneStep) {
+            if !generator {
+                anyhow::bail!("the one_step sampler needs a one-step generator (KDM), this model is a denoiser");
+            }
+            if steps.is_some_and(|s| s != 1) || kind.is_some_and(|k| k != SamplerKind::OneStep) {
+                anyhow::bail!("this model is a one-step KDM generator: it runs exactly 1 step");
+            }
+            return Ok(crate::sampler::one_step_plan(&self.schedule));
+        }
         if let Some(ts) = &d.timesteps {
             if steps.is_some_and(|s| s != ts.len()) || kind.is_some_and(|k| k != d.kind) {
                 anyhow::bail!(
@@ -166,6 +177,14 @@ pub fn load_tensors(
 }
 
 /// Write bytes atomically (temp file in the same folder + fsync + rename).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     flashctl_exporters::write_atomic(path, bytes).map_err(std::io::Error::other)
 }

@@ -16,13 +16,18 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
     /// Teacher models: train one in candle.
     #[command(subcommand)]
     Teacher(TeacherCommand),
     /// Sample eagerly from a model directory (PNG, and raw tensor with --out).
     Sample(SampleArgs),
-    /// Distil a teacher into a few-step student (Imagine Flash).
+    /// Offline (x_T, x_0) pairs from a teacher, for offline distillation (KDM).
+    #[command(subcommand)]
+    Pairs(PairsCommand),
+    /// Distil a teacher into a few-step student (Imagine Flash) or pairs into a one-step
+    /// generator (KDM).
     Distill(DistillArgs),
     /// Sample quality against held-out data (swd/mmd for 2-D, FD-FMNIST/precision/recall for
     /// Fashion-MNIST), optionally against a teacher on the same noise.
@@ -36,6 +41,39 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Train a small teacher on built-in data, sample, export a 4-step sampler, validate it.
     Demo(DemoArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PairsCommand {
+    /// Write the teacher's DDIM (x_T, x_0[, class_label]) pairs as sharded safetensors plus
+    /// index.json; rerun with the same arguments to resume.
+    Generate(PairsGenerateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PairsGenerateArgs {
+    /// model directory (flashctl or diffusers) or an ONNX teacher (NAME.onnx + NAME.teacher.json)
+    #[arg(long)]
+    pub teacher: PathBuf,
+    /// number of pairs
+    #[arg(long)]
+    pub count: usize,
+    /// teacher DDIM steps
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// pairs per shard
+    #[arg(long, default_value_t = 1024)]
+    pub shard_size: usize,
+    /// teacher batch (default 1024 for 2-D data, 64 for images)
+    #[arg(long)]
+    pub batch: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// runtime for an ONNX teacher: tract, ort-cpu, ort-cuda
+    #[arg(long, default_value = "tract")]
+    pub teacher_runtime: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -180,12 +218,33 @@ pub struct DemoArgs {
 
 #[derive(Args, Debug)]
 pub struct DistillArgs {
-    /// imagine-flash
+    /// imagine-flash (online, needs --teacher) or kdm (offline, needs --pairs)
     #[arg(long, default_value = "imagine-flash")]
     pub method: String,
     /// model directory (flashctl or diffusers) or an ONNX teacher (NAME.onnx + NAME.teacher.json)
     #[arg(long)]
-    pub teacher: PathBuf,
+    pub teacher: Option<PathBuf>,
+    /// kdm: a directory written by `flashctl pairs generate`
+    #[arg(long)]
+    pub pairs: Option<PathBuf>,
+    /// kdm: Koopman operator, dense (Linear n x n) or eigen (P L P^-1, stable eigenvalues)
+    #[arg(long, default_value = "dense")]
+    pub koopman: String,
+    /// kdm: add the non-saturating adversarial term with a small discriminator
+    #[arg(long)]
+    pub adversarial: bool,
+    /// kdm: weight of the adversarial term
+    #[arg(long, default_value_t = 0.01)]
+    pub adversarial_weight: f64,
+    /// kdm: std of the Gaussian noise on both latents during training
+    #[arg(long, default_value_t = 0.4)]
+    pub latent_noise: f64,
+    /// kdm: reconstruction distance, l2 or pseudo-huber[:C] (C default 0.03)
+    #[arg(long, default_value = "l2")]
+    pub recon: String,
+    /// kdm: weight of |P^-1 P - I|^2 for --koopman eigen
+    #[arg(long, default_value_t = 1.0)]
+    pub inverse_weight: f64,
     /// student sampler steps (1-8)
     #[arg(long, default_value_t = 3)]
     pub steps: usize,
@@ -231,7 +290,7 @@ pub struct DistillArgs {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// train a fresh student of this preset (tiny, small, base) instead of starting from the
-    /// teacher's weights (required for ONNX teachers)
+    /// teacher's weights (required for ONNX teachers); kdm: the generator's size (default small)
     #[arg(long)]
     pub student_preset: Option<String>,
     /// runtime for an ONNX teacher: tract, ort-cpu, ort-cuda

@@ -1,6 +1,7 @@
 //! `flashctl export`: trace the sampler `flashctl sample` runs, with the step count fixed, into
 //! ONE ONNX graph; write `manifest.json` and `reference.safetensors` beside it.
 
+use crate::checkpoint::sha256_hex;
 use crate::checkpoint::{self, LoadedModel};
 use crate::sampler::{self, SamplerKind, SamplerPlan};
 use anyhow::{bail, Context, Result};
@@ -13,7 +14,6 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 pub const MANIFEST_SCHEMA: u32 = 1;
@@ -59,13 +59,6 @@ pub struct ExportReport {
     pub parameter_bytes: usize,
     pub node_count: usize,
     pub seconds: f64,
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Trace the K-step sampler of `model` into the graph IR.

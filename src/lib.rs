@@ -10,6 +10,7 @@ pub mod distill;
 pub mod eval;
 pub mod export;
 pub mod models;
+pub mod pairs;
 pub mod plot;
 pub mod sample;
 pub mod sampler;

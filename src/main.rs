@@ -87,6 +87,19 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             );
             Ok(Outcome::Ok)
         }
+        Command::Pairs(flashctl::cli::PairsCommand::Generate(a)) => {
+            let r = flashctl::pairs::run(&a)?;
+            println!(
+                "pairs: {} in {} shards ({} written, {} already there) in {:.1} s -> {}",
+                r.pairs,
+                r.shards_written + r.shards_reused,
+                r.shards_written,
+                r.shards_reused,
+                r.seconds,
+                a.out.display()
+            );
+            Ok(Outcome::Ok)
+        }
         Command::Distill(a) => {
             let r = flashctl::distill::command::run(&a)?;
             println!(

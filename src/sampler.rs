@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 pub enum SamplerKind {
     Ddim,
     Euler,
+    /// One call of a one-step generator (KDM): the output is the sample.
+    OneStep,
 }
 
 impl std::str::FromStr for SamplerKind {
@@ -212,10 +214,38 @@ pub fn chain_plan(
     })
 }
 
+/// One call of a one-step generator from x_T (the teacher's start, `init_sigma` 1 as DDIM):
+/// x0 = output, clipped like the teacher's x0 when its schedule clips.
+pub fn one_step_plan(cfg: &ScheduleConfig) -> SamplerPlan {
+    let t = cfg.num_train_timesteps - 1;
+    SamplerPlan {
+        kind: SamplerKind::OneStep,
+        timesteps: vec![t],
+        init_sigma: 1.0,
+        steps: vec![StepPlan {
+            t,
+            in_scale: 1.0,
+            x0_x: 0.0,
+            x0_out: 1.0,
+            eps_x: 0.0,
+            eps_out: 0.0,
+            clip: cfg.clip_sample.then_some(cfg.clip_sample_range),
+            next_x: 0.0,
+            next_x0: 1.0,
+            next_eps: 0.0,
+        }],
+        noise_correction: false,
+    }
+}
+
 pub fn plan(kind: SamplerKind, cfg: &ScheduleConfig, steps: usize) -> Result<SamplerPlan, String> {
     match kind {
         SamplerKind::Ddim => ddim_plan(cfg, steps),
         SamplerKind::Euler => euler_plan(cfg, steps),
+        SamplerKind::OneStep if steps == 1 => Ok(one_step_plan(cfg)),
+        SamplerKind::OneStep => Err(format!(
+            "a one-step generator runs exactly 1 step, not {steps}"
+        )),
     }
 }
 

@@ -161,6 +161,7 @@ pub fn train_teacher(
         method: serde_json::json!({"method": "ddpm"}),
         resume,
         progress,
+        train_only: None,
     };
     train_loop(spec, |ops, rng, _step| {
         let (x0, y) = ds.batch(rng, b);

@@ -99,7 +99,13 @@ pub struct LoopSpec<'a> {
     pub method: serde_json::Value,
     pub resume: bool,
     pub progress: bool,
+    /// Declares training-only parameters (KDM's x0 encoder, a discriminator) after the model's
+    /// own: they are optimised and checkpointed in train_state but not written to
+    /// model.safetensors.
+    pub train_only: Option<TrainOnlyParams<'a>>,
 }
+
+pub type TrainOnlyParams<'a> = Box<dyn Fn(&EagerOps) -> Result<()> + 'a>;
 
 /// The RNG of iteration `step`.
 pub fn step_rng(seed: u64, step: usize) -> StdRng {
@@ -123,6 +129,7 @@ where
         method,
         resume,
         progress,
+        train_only,
     } = spec;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut seeded = crate::seeded_vars::SeededVars::new(opts.seed);
@@ -143,6 +150,11 @@ where
             .map(|_| Tensor::zeros(1, DType::I64, &device))
             .transpose()?;
         d.forward(&ops, &x, &t, y.as_ref())?;
+    }
+    let model_params: std::collections::HashSet<String> =
+        varmap.data().lock().unwrap().keys().cloned().collect();
+    if let Some(declare) = &train_only {
+        declare(&ops)?;
     }
     let mut vars: Vec<(String, Var)> = varmap
         .data()
@@ -222,7 +234,12 @@ where
             st.insert(format!("ema.{name}"), ema[name].clone());
         }
         checkpoint::save_tensors(&state_path, &st)?;
-        checkpoint::save_tensors(&out.join(checkpoint::WEIGHTS_FILE), ema)?;
+        let model_ema: HashMap<String, Tensor> = ema
+            .iter()
+            .filter(|(k, _)| model_params.contains(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        checkpoint::save_tensors(&out.join(checkpoint::WEIGHTS_FILE), &model_ema)?;
         checkpoint::write_atomic(
             &state_json,
             serde_json::to_string_pretty(&TrainState {

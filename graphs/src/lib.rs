@@ -11,10 +11,12 @@ pub mod eager;
 pub mod error;
 pub mod ir;
 pub mod ops;
+pub mod prefixed;
 pub mod trace;
 
 pub use eager::EagerOps;
 pub use error::{GraphError, Result};
 pub use ir::{DType, Dim, Graph, GraphSummary, Initializer, Node, Op, TensorData, ValueInfo};
 pub use ops::{BinaryOp, Ops, UnaryOp};
+pub use prefixed::Prefixed;
 pub use trace::{TraceOps, Traced};

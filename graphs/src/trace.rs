@@ -108,6 +108,22 @@ impl TraceOps {
                 shape: v.shape.clone(),
             });
         }
+        // drop initializers no node reads (a constant the network made but did not use, e.g.
+        // the timestep of a one-step generator that ignores it)
+        let used: std::collections::HashSet<&String> = st
+            .graph
+            .nodes
+            .iter()
+            .flat_map(|n| n.inputs.iter())
+            .collect();
+        let keep: Vec<bool> = st
+            .graph
+            .initializers
+            .iter()
+            .map(|i| used.contains(&i.name) || st.graph.outputs.iter().any(|o| o.name == i.name))
+            .collect();
+        let mut k = keep.into_iter();
+        st.graph.initializers.retain(|_| k.next().unwrap());
         Ok(st.graph)
     }
 

@@ -2,9 +2,11 @@
 //! method.
 
 use super::imagine_flash::{ImagineFlashOptions, Inputs, LossKind, SrlNoise, Tau};
+use super::kdm::KdmOptions;
 use super::StudentInit;
 use crate::cli::DistillArgs;
 use crate::data;
+use crate::pairs::PairSet;
 use crate::teacher::Teacher;
 use crate::train::{Preset, TrainReport};
 use anyhow::{anyhow, bail, Result};
@@ -65,14 +67,78 @@ pub fn parse_options(a: &DistillArgs) -> Result<ImagineFlashOptions> {
 }
 
 pub fn run(a: &DistillArgs) -> Result<TrainReport> {
-    if a.method != "imagine-flash" {
-        bail!(
-            "--method {}: this flashctl distils with imagine-flash",
-            a.method
-        );
+    match a.method.as_str() {
+        "imagine-flash" => run_imagine_flash(a),
+        "kdm" => run_kdm(a),
+        o => bail!("--method {o}: expected imagine-flash or kdm"),
     }
+}
+
+fn run_kdm(a: &DistillArgs) -> Result<TrainReport> {
+    let pairs_dir = a
+        .pairs
+        .as_ref()
+        .ok_or_else(|| anyhow!("--method kdm trains on offline pairs: pass --pairs DIR (made by `flashctl pairs generate`)"))?;
+    if a.teacher.is_some() {
+        bail!("--method kdm is offline: it reads --pairs, not --teacher");
+    }
+    let o = KdmOptions {
+        koopman: a.koopman.parse().map_err(anyhow::Error::msg)?,
+        adversarial: a.adversarial,
+        adversarial_weight: a.adversarial_weight,
+        latent_noise: a.latent_noise,
+        recon: a.recon.parse().map_err(anyhow::Error::msg)?,
+        inverse_weight: a.inverse_weight,
+    };
+    for (flag, v) in [
+        ("adversarial-weight", o.adversarial_weight),
+        ("latent-noise", o.latent_noise),
+        ("inverse-weight", o.inverse_weight),
+    ] {
+        if !(v.is_finite() && v >= 0.0) {
+            bail!("--{flag} {v}: expected a non-negative number");
+        }
+    }
+    let pairs = PairSet::open(pairs_dir)?;
+    let shape = pairs.run.sample_shape.clone();
+    let preset: Preset = a
+        .student_preset
+        .as_deref()
+        .unwrap_or("small")
+        .parse()
+        .map_err(anyhow::Error::msg)?;
+    let cfg = super::kdm::architecture(&shape, pairs.run.num_classes, preset, o.koopman)?;
+    let mut train = super::kdm::default_train_options(&shape);
+    apply_train_flags(a, &mut train);
+    super::kdm::distill(&pairs, cfg, o, train, &a.out, a.resume, true)
+}
+
+fn apply_train_flags(a: &DistillArgs, train: &mut crate::train::TrainOptions) {
+    train.seed = a.seed;
+    if let Some(i) = a.iters {
+        train.iters = i;
+    }
+    if let Some(b) = a.batch {
+        train.batch = b.max(1);
+    }
+    if let Some(lr) = a.lr {
+        train.lr = lr;
+    }
+    if let Some(c) = a.checkpoint_every {
+        train.checkpoint_every = c.max(1);
+    }
+}
+
+fn run_imagine_flash(a: &DistillArgs) -> Result<TrainReport> {
     let o = parse_options(a)?;
-    let teacher = Teacher::open(&a.teacher, &a.teacher_runtime)?;
+    let teacher_path = a
+        .teacher
+        .as_ref()
+        .ok_or_else(|| anyhow!("--method imagine-flash needs --teacher"))?;
+    if a.pairs.is_some() {
+        bail!("--pairs is for --method kdm; imagine-flash queries the --teacher online");
+    }
+    let teacher = Teacher::open(teacher_path, &a.teacher_runtime)?;
     let shape = teacher.sample_shape();
     let classes = teacher.num_classes();
     // data: only forward inputs need it; name it for the student's config either way
@@ -109,22 +175,10 @@ pub fn run(a: &DistillArgs) -> Result<TrainReport> {
         ),
     };
     let mut train = super::default_train_options(&shape);
-    train.seed = a.seed;
-    if let Some(i) = a.iters {
-        train.iters = i;
-    }
-    if let Some(b) = a.batch {
-        train.batch = b.max(1);
-    }
-    if let Some(lr) = a.lr {
-        train.lr = lr;
-    }
-    if let Some(c) = a.checkpoint_every {
-        train.checkpoint_every = c.max(1);
-    }
+    apply_train_flags(a, &mut train);
     super::imagine_flash(
         &teacher,
-        &a.teacher.display().to_string(),
+        &teacher_path.display().to_string(),
         student,
         ds.as_ref(),
         dataset_name.unwrap_or_else(|| "unknown".into()),

@@ -4,6 +4,7 @@
 
 pub mod command;
 pub mod imagine_flash;
+pub mod kdm;
 
 use crate::checkpoint::{ModelConfig, SamplerDefaults, SCHEMA_VERSION};
 use crate::data::Dataset;
@@ -130,6 +131,7 @@ pub fn imagine_flash(
         method,
         resume,
         progress,
+        train_only: None,
     };
     let teacher_fn = |x: &Tensor, t: &Tensor, l: Option<&Tensor>| teacher.denoise(x, t, l);
     let teacher_sample =
