@@ -200,6 +200,14 @@ pub struct ValidateArgs {
     /// timed runs per runtime after the parity run
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
+    /// deployment target whose op/opset allow-list the graph must meet before any runtime
+    /// runs: generic, tensorrt10, ort-mobile (exit 2 naming each refused op)
+    #[arg(long)]
+    pub target: Option<String>,
+    /// a requested runtime that cannot load is reported as unavailable but does not fail the
+    /// run (at least one runtime must still run and pass)
+    #[arg(long)]
+    pub allow_missing: bool,
     #[arg(long)]
     pub json: bool,
 }

@@ -187,17 +187,30 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             if !(tol.atol >= 0.0 && tol.rtol >= 0.0) {
                 return Err(BadInput("--atol and --rtol must be non-negative".into()).into());
             }
-            let r =
+            if let Some(t) = &a.target {
+                validation::check_target(&a.graph, t)?;
+            }
+            let mut r =
                 validation::validate(&a.graph, a.reference.as_deref(), &a.runtimes, tol, a.runs)?;
+            if a.allow_missing {
+                let ran: Vec<&validation::RuntimeReport> = r
+                    .runtimes
+                    .iter()
+                    .filter(|x| x.status != "unavailable")
+                    .collect();
+                r.passed = !ran.is_empty() && ran.iter().all(|x| x.status == "pass");
+            }
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 validation::print_table(&r);
             }
-            if r.runtimes.iter().any(|x| x.status == "unavailable") {
-                return Err(
-                    BadInput("a requested runtime is unavailable (see report)".into()).into(),
-                );
+            if !a.allow_missing && r.runtimes.iter().any(|x| x.status == "unavailable") {
+                return Err(BadInput(
+                    "a requested runtime is unavailable (see report; --allow-missing to accept)"
+                        .into(),
+                )
+                .into());
             }
             Ok(if r.passed {
                 Outcome::Ok

@@ -359,3 +359,67 @@ fn class_conditional_image_kdm_exports_with_labels() {
         .collect();
     assert_eq!(names, ["noise", "class_labels"]);
 }
+
+/// `validate --target` allow-lists and `--allow-missing` on a KDM export (issue 6, parts 1 and 6).
+#[test]
+fn validate_target_allow_lists_and_allow_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let teacher = common::tiny_teacher(tmp.path());
+    let pairs = small_pairs(tmp.path(), &teacher, "pairs");
+    let student = tmp.path().join("student");
+    ok(&[
+        "distill",
+        "--method",
+        "kdm",
+        "--pairs",
+        s(&pairs),
+        "--iters",
+        "2",
+        "--student-preset",
+        "tiny",
+        "--out",
+        s(&student),
+    ]);
+    let graph = tmp.path().join("export/model.onnx");
+    ok(&["export", "--model", s(&student), "--out", s(&graph)]);
+    ok(&[
+        "validate",
+        s(&graph),
+        "--runtimes",
+        "tract",
+        "--target",
+        "tensorrt10",
+    ]);
+    // the ORT mobile package stops at opset 15; flashctl exports opset 17
+    let (code, e) = fails(&["validate", s(&graph), "--target", "ort-mobile"]);
+    assert_eq!(code, 2);
+    assert!(e.contains("opset 17") && e.contains("ort-mobile"), "{e}");
+    let (code, e) = fails(&["validate", s(&graph), "--target", "coreml"]);
+    assert_eq!(code, 2);
+    assert!(e.contains("unknown --target"), "{e}");
+    // ort-cuda is not built into this binary (cargo feature): unavailable, named with its reason
+    let (code, e) = fails(&["validate", s(&graph), "--runtimes", "tract,ort-cuda"]);
+    assert_eq!(code, 2);
+    assert!(e.contains("unavailable"), "{e}");
+    let out = ok(&[
+        "validate",
+        s(&graph),
+        "--runtimes",
+        "tract,ort-cuda",
+        "--allow-missing",
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["passed"], true);
+    assert_eq!(r["runtimes"][1]["status"], "unavailable");
+    assert!(r["runtimes"][1]["reason"].as_str().unwrap().len() > 5);
+    // allowing missing runtimes never turns "nothing ran" into a pass
+    let o = common::flashctl(&[
+        "validate",
+        s(&graph),
+        "--runtimes",
+        "ort-cuda",
+        "--allow-missing",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+}

@@ -7,6 +7,7 @@ pub mod check;
 pub mod error;
 pub mod onnx;
 pub mod summary;
+pub mod targets;
 
 pub use error::{ExportError, Result};
 pub use onnx::{decode_model, encode_model, to_model_proto, write_atomic, ExportMeta, OPSET};
