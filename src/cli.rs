@@ -191,12 +191,13 @@ pub struct ValidateArgs {
     /// atol 1e-4, rtol 0, no outliers)
     #[arg(long)]
     pub tolerance: Option<String>,
-    /// absolute tolerance (overrides the level's)
+    /// absolute tolerance overriding the level's: `A` for every output, `NAME=A` for one
+    /// output (repeatable)
     #[arg(long)]
-    pub atol: Option<f64>,
-    /// relative tolerance (overrides the level's)
+    pub atol: Vec<String>,
+    /// relative tolerance overriding the level's: `R` or `NAME=R` (repeatable)
     #[arg(long)]
-    pub rtol: Option<f64>,
+    pub rtol: Vec<String>,
     /// timed runs per runtime after the parity run
     #[arg(long, default_value_t = 5)]
     pub runs: usize,

@@ -182,16 +182,30 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 Some(level) => Tolerance::level(level, "fp32").map_err(BadInput)?,
                 None => Tolerance::FP32,
             };
-            tol.atol = a.atol.unwrap_or(tol.atol);
-            tol.rtol = a.rtol.unwrap_or(tol.rtol);
-            if !(tol.atol >= 0.0 && tol.rtol >= 0.0) {
-                return Err(BadInput("--atol and --rtol must be non-negative".into()).into());
-            }
+            let (global, per_output) =
+                validation::parse_tolerance_flags(&a.atol, &a.rtol).map_err(BadInput)?;
+            tol.atol = global.0.unwrap_or(tol.atol);
+            tol.rtol = global.1.unwrap_or(tol.rtol);
+            let overrides: std::collections::BTreeMap<String, Tolerance> = per_output
+                .into_iter()
+                .map(|(name, (at, rt))| {
+                    let mut t = tol;
+                    t.atol = at.unwrap_or(t.atol);
+                    t.rtol = rt.unwrap_or(t.rtol);
+                    (name, t)
+                })
+                .collect();
             if let Some(t) = &a.target {
                 validation::check_target(&a.graph, t)?;
             }
-            let mut r =
-                validation::validate(&a.graph, a.reference.as_deref(), &a.runtimes, tol, a.runs)?;
+            let mut r = validation::validate_with(
+                &a.graph,
+                a.reference.as_deref(),
+                &a.runtimes,
+                tol,
+                &overrides,
+                a.runs,
+            )?;
             if a.allow_missing {
                 let ran: Vec<&validation::RuntimeReport> = r
                     .runtimes

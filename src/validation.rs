@@ -26,6 +26,8 @@ pub struct RuntimeReport {
 pub struct ValidationReport {
     pub graph: String,
     pub tolerance: Tolerance,
+    /// Per-output tolerances (`--atol NAME=A`, `--rtol NAME=R`) where they differ.
+    pub tolerance_overrides: std::collections::BTreeMap<String, Tolerance>,
     pub runtimes: Vec<RuntimeReport>,
     pub passed: bool,
 }
@@ -61,6 +63,47 @@ pub fn load_reference(path: &Path) -> Result<Vec<HostTensor>> {
     Ok(out)
 }
 
+/// Global and per-output (atol, rtol) from `--atol A|NAME=A` and `--rtol R|NAME=R` flags.
+#[allow(clippy::type_complexity)]
+pub fn parse_tolerance_flags(
+    atol: &[String],
+    rtol: &[String],
+) -> std::result::Result<
+    (
+        (Option<f64>, Option<f64>),
+        std::collections::BTreeMap<String, (Option<f64>, Option<f64>)>,
+    ),
+    String,
+> {
+    let mut global = (None, None);
+    let mut per = std::collections::BTreeMap::new();
+    for (flag, values, which) in [("atol", atol, 0), ("rtol", rtol, 1)] {
+        for v in values {
+            let (name, num) = match v.split_once('=') {
+                Some((n, x)) => (Some(n.to_string()), x),
+                None => (None, v.as_str()),
+            };
+            let x: f64 = num
+                .parse()
+                .ok()
+                .filter(|x: &f64| x.is_finite() && *x >= 0.0)
+                .ok_or_else(|| {
+                    format!("--{flag} {v}: expected a non-negative number or NAME=number")
+                })?;
+            let slot: &mut (Option<f64>, Option<f64>) = match name {
+                None => &mut global,
+                Some(n) => per.entry(n).or_insert((None, None)),
+            };
+            if which == 0 {
+                slot.0 = Some(x);
+            } else {
+                slot.1 = Some(x);
+            }
+        }
+    }
+    Ok((global, per))
+}
+
 /// `--target`: the graph's ops and opset against the target's allow-list; every refusal named.
 pub fn check_target(graph: &Path, target: &str) -> Result<()> {
     let t = flashctl_exporters::targets::target_by_name(target).map_err(BadInput)?;
@@ -85,6 +128,18 @@ pub fn validate(
     reference: Option<&Path>,
     runtimes: &[String],
     tol: Tolerance,
+    runs: usize,
+) -> Result<ValidationReport> {
+    validate_with(graph, reference, runtimes, tol, &Default::default(), runs)
+}
+
+/// `validate` with per-output tolerance overrides; naming an output the graph lacks is an error.
+pub fn validate_with(
+    graph: &Path,
+    reference: Option<&Path>,
+    runtimes: &[String],
+    tol: Tolerance,
+    overrides: &std::collections::BTreeMap<String, Tolerance>,
     runs: usize,
 ) -> Result<ValidationReport> {
     let bytes = std::fs::read(graph).map_err(|e| BadInput(format!("{}: {e}", graph.display())))?;
@@ -115,21 +170,32 @@ pub fn validate(
             .into());
         }
     }
+    for name in overrides.keys() {
+        if !g.output.iter().any(|o| &o.name == name) {
+            return Err(BadInput(format!(
+                "tolerance given for `{name}`, which is not an output of {}",
+                graph.display()
+            ))
+            .into());
+        }
+    }
     let mut reports = vec![];
     for rt_name in runtimes {
         reports.push(run_one(
-            rt_name, &bytes, &inputs, &tensors, &g.output, tol, runs,
+            rt_name, &bytes, &inputs, &tensors, &g.output, tol, overrides, runs,
         )?);
     }
     let passed = reports.iter().all(|r| r.status == "pass");
     Ok(ValidationReport {
         graph: graph.display().to_string(),
         tolerance: tol,
+        tolerance_overrides: overrides.clone(),
         runtimes: reports,
         passed,
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_one(
     rt_name: &str,
     bytes: &[u8],
@@ -137,6 +203,7 @@ fn run_one(
     reference: &[HostTensor],
     outputs: &[flashctl_exporters::pb::ValueInfoProto],
     tol: Tolerance,
+    overrides: &std::collections::BTreeMap<String, Tolerance>,
     runs: usize,
 ) -> Result<RuntimeReport> {
     let mut report = RuntimeReport {
@@ -183,7 +250,8 @@ fn run_one(
         let actual = got.iter().find(|t| t.name == out.name);
         match (actual, expected) {
             (Some(a), Some(e)) if a.shape == e.shape => {
-                let s = compare(&out.name, &a.values_f64(), &e.values_f64(), tol);
+                let t = overrides.get(&out.name).copied().unwrap_or(tol);
+                let s = compare(&out.name, &a.values_f64(), &e.values_f64(), t);
                 ok &= s.passed;
                 report.outputs.push(s);
             }
