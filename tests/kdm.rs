@@ -347,6 +347,10 @@ fn class_conditional_image_kdm_exports_with_labels() {
         "class control term missing"
     );
     check_export(&student, tmp.path(), "export");
+    // the one-step graph's shape, reviewed as a readable diff when an export changes
+    let bytes = std::fs::read(tmp.path().join("export/model.onnx")).unwrap();
+    let summary = flashctl_exporters::summarize(&flashctl_exporters::decode_model(&bytes).unwrap());
+    insta::assert_json_snapshot!("kdm_class_eigen_tiny_unet_summary", summary);
     let manifest: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(tmp.path().join("export/manifest.json")).unwrap(),
     )
