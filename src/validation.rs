@@ -104,6 +104,73 @@ pub fn parse_tolerance_flags(
     Ok((global, per))
 }
 
+/// Every graph input's value in the reference has the graph's dtype, rank and known dimensions:
+/// a wrong input is bad input (exit 2) named before any runtime runs, never a parity failure.
+fn check_reference_inputs(ref_path: &Path, g: &flashctl_exporters::pb::GraphProto) -> Result<()> {
+    use flashctl_exporters::pb::{tensor_proto::DataType, tensor_shape_proto::dimension::Value};
+    let map = crate::checkpoint::load_tensors(ref_path, &Device::Cpu)
+        .map_err(|e| BadInput(e.to_string()))?;
+    for input in &g.input {
+        let Some(t) = map.get(&input.name) else {
+            continue; // reported as missing by the caller
+        };
+        let Some(flashctl_exporters::pb::type_proto::Value::TensorType(tt)) =
+            input.r#type.as_ref().and_then(|t| t.value.as_ref())
+        else {
+            continue;
+        };
+        let want = match DataType::try_from(tt.elem_type) {
+            Ok(DataType::Float) => Some(DType::F32),
+            Ok(DataType::Int64) => Some(DType::I64),
+            Ok(DataType::Float16) => Some(DType::F16),
+            _ => None,
+        };
+        if want.is_some_and(|w| w != t.dtype()) {
+            return Err(BadInput(format!(
+                "{}: input `{}` is {:?}, the graph takes {:?}",
+                ref_path.display(),
+                input.name,
+                t.dtype(),
+                want.unwrap()
+            ))
+            .into());
+        }
+        let dims: Vec<Option<usize>> = tt
+            .shape
+            .as_ref()
+            .map(|s| {
+                s.dim
+                    .iter()
+                    .map(|d| match d.value {
+                        Some(Value::DimValue(n)) if n > 0 => Some(n as usize),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let fits = dims.len() == t.rank()
+            && dims
+                .iter()
+                .zip(t.dims())
+                .all(|(want, got)| want.is_none_or(|w| w == *got));
+        if !fits {
+            let shown: Vec<String> = dims
+                .iter()
+                .map(|d| d.map(|n| n.to_string()).unwrap_or_else(|| "?".into()))
+                .collect();
+            return Err(BadInput(format!(
+                "{}: input `{}` has shape {:?}, the graph takes [{}]",
+                ref_path.display(),
+                input.name,
+                t.dims(),
+                shown.join(", ")
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
 /// `--target`: the graph's ops and opset against the target's allow-list; every refusal named.
 pub fn check_target(graph: &Path, target: &str) -> Result<()> {
     let t = flashctl_exporters::targets::target_by_name(target).map_err(BadInput)?;
@@ -155,6 +222,7 @@ pub fn validate_with(
     };
     let tensors =
         load_reference(&ref_path).with_context(|| format!("reference {}", ref_path.display()))?;
+    check_reference_inputs(&ref_path, g)?;
     let input_names: Vec<&str> = g.input.iter().map(|i| i.name.as_str()).collect();
     let inputs: Vec<HostTensor> = tensors
         .iter()

@@ -394,6 +394,52 @@ fn validate_target_allow_lists_and_allow_missing() {
         "--target",
         "tensorrt10",
     ]);
+    // per-output tolerances: recorded in the report; an unknown output name is bad input
+    let out = ok(&[
+        "validate",
+        s(&graph),
+        "--runtimes",
+        "tract",
+        "--atol",
+        "1e-5",
+        "--atol",
+        "image=2e-4",
+        "--rtol",
+        "image=1e-3",
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["tolerance"]["atol"], 1e-5);
+    assert_eq!(r["tolerance_overrides"]["image"]["atol"], 2e-4);
+    assert_eq!(r["tolerance_overrides"]["image"]["rtol"], 1e-3);
+    let (code, e) = fails(&["validate", s(&graph), "--atol", "nosuch=1"]);
+    assert_eq!(code, 2);
+    assert!(e.contains("`nosuch`"), "{e}");
+    let (code, _) = fails(&["validate", s(&graph), "--atol", "image=-1"]);
+    assert_eq!(code, 2);
+    // a reference whose input has the wrong shape or dtype is bad input, named, before any run
+    let reference = common::load(&graph.with_file_name("reference.safetensors"));
+    for (what, noise) in [
+        (
+            "shape",
+            candle_core::Tensor::zeros((4, 3), candle_core::DType::F32, &candle_core::Device::Cpu)
+                .unwrap(),
+        ),
+        (
+            "F64",
+            reference["noise"]
+                .to_dtype(candle_core::DType::F64)
+                .unwrap(),
+        ),
+    ] {
+        let mut bad = reference.clone();
+        bad.insert("noise".into(), noise);
+        let path = tmp.path().join(format!("bad_{what}.safetensors"));
+        candle_core::safetensors::save(&bad, &path).unwrap();
+        let (code, e) = fails(&["validate", s(&graph), "--reference", s(&path)]);
+        assert_eq!(code, 2, "{e}");
+        assert!(e.contains("`noise`") && e.contains(what), "{e}");
+    }
     // the ORT mobile package stops at opset 15; flashctl exports opset 17
     let (code, e) = fails(&["validate", s(&graph), "--target", "ort-mobile"]);
     assert_eq!(code, 2);
