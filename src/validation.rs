@@ -2,12 +2,13 @@
 //! with the eager outputs stored beside it.
 
 use anyhow::{Context, Result};
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use flashctl_exporters::{check::check_structure, decode_model};
 use flashctl_validate::{
     compare, runtime_by_name, HostTensor, ParityStats, Tolerance, ValidateError,
 };
 use serde::Serialize;
+use std::collections::HashMap;
 use std::path::Path;
 
 #[derive(Debug, Serialize)]
@@ -37,10 +38,13 @@ pub struct ValidationReport {
 #[error("{0}")]
 pub struct BadInput(pub String);
 
-/// Load `reference.safetensors` as host tensors.
-pub fn load_reference(path: &Path) -> Result<Vec<HostTensor>> {
-    let map =
-        crate::checkpoint::load_tensors(path, &Device::Cpu).map_err(|e| BadInput(e.to_string()))?;
+/// Read `reference.safetensors` (every float finite) as candle tensors by name.
+pub fn load_reference(path: &Path) -> Result<HashMap<String, Tensor>> {
+    Ok(crate::checkpoint::load_tensors(path, &Device::Cpu).map_err(|e| BadInput(e.to_string()))?)
+}
+
+/// Reference tensors as host tensors (sorted by name): integers as int64, floats as float32.
+pub fn host_tensors(map: &HashMap<String, Tensor>) -> Result<Vec<HostTensor>> {
     let mut out = vec![];
     let mut names: Vec<&String> = map.keys().collect();
     names.sort();
@@ -106,10 +110,12 @@ pub fn parse_tolerance_flags(
 
 /// Every graph input's value in the reference has the graph's dtype, rank and known dimensions:
 /// a wrong input is bad input (exit 2) named before any runtime runs, never a parity failure.
-fn check_reference_inputs(ref_path: &Path, g: &flashctl_exporters::pb::GraphProto) -> Result<()> {
+fn check_reference_inputs(
+    ref_path: &Path,
+    map: &HashMap<String, Tensor>,
+    g: &flashctl_exporters::pb::GraphProto,
+) -> Result<()> {
     use flashctl_exporters::pb::{tensor_proto::DataType, tensor_shape_proto::dimension::Value};
-    let map = crate::checkpoint::load_tensors(ref_path, &Device::Cpu)
-        .map_err(|e| BadInput(e.to_string()))?;
     for input in &g.input {
         let Some(t) = map.get(&input.name) else {
             continue; // reported as missing by the caller
@@ -220,9 +226,10 @@ pub fn validate_with(
             .unwrap_or(Path::new("."))
             .join(crate::export::REFERENCE_FILE),
     };
-    let tensors =
+    let reference =
         load_reference(&ref_path).with_context(|| format!("reference {}", ref_path.display()))?;
-    check_reference_inputs(&ref_path, g)?;
+    check_reference_inputs(&ref_path, &reference, g)?;
+    let tensors = host_tensors(&reference)?;
     let input_names: Vec<&str> = g.input.iter().map(|i| i.name.as_str()).collect();
     let inputs: Vec<HostTensor> = tensors
         .iter()

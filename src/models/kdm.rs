@@ -272,10 +272,7 @@ pub fn forward<O: Ops>(c: &KdmConfig, o: &O, x_t: &O::T, labels: Option<&O::T>) 
 /// angles) — passed to the training loop as named initial tensors.
 pub fn eigen_init(n: usize) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let m = n / 2;
-    let mut eye = vec![0f32; n * n];
-    for i in 0..n {
-        eye[i * n + i] = 1.0;
-    }
+    let eye = identity(n);
     let radius = |i: usize| 0.5 + 0.49 * (i as f32 + 0.5) / m as f32;
     let nu: Vec<f32> = (0..m).map(|i| (-radius(i).ln()).ln()).collect();
     let theta: Vec<f32> = (0..m)
@@ -297,12 +294,17 @@ pub fn eigen_inverse_residual<O: Ops>(c: &KdmConfig, o: &O) -> Result<Option<O::
     let n = c.latent_dim();
     let p = o.param(&format!("{KOOPMAN}.p"), &[n, n], Init::Const(0.0))?;
     let p_inv = o.param(&format!("{KOOPMAN}.p_inv"), &[n, n], Init::Const(0.0))?;
+    let prod = o.matmul(&p_inv, &p)?;
+    Ok(Some(o.sub(&prod, &o.constant(&identity(n), &[n, n])?)?))
+}
+
+/// The n x n identity, row-major.
+fn identity(n: usize) -> Vec<f32> {
     let mut eye = vec![0f32; n * n];
     for i in 0..n {
         eye[i * n + i] = 1.0;
     }
-    let prod = o.matmul(&p_inv, &p)?;
-    Ok(Some(o.sub(&prod, &o.constant(&eye, &[n, n])?)?))
+    eye
 }
 
 #[cfg(test)]
