@@ -114,6 +114,22 @@ impl LoadedModel {
     pub fn var_builder(&self, device: &Device) -> VarBuilder<'static> {
         VarBuilder::from_tensors(self.weights.clone(), DType::F32, device)
     }
+    /// sha256 over the weights (sorted by name, f32 little-endian) and the schedule: the same
+    /// function of the model however its files are laid out.
+    pub fn fingerprint(&self) -> anyhow::Result<String> {
+        let mut bytes = vec![];
+        let mut names: Vec<&String> = self.weights.keys().collect();
+        names.sort();
+        for n in names {
+            bytes.extend(n.as_bytes());
+            let t = self.weights[n].flatten_all()?.to_dtype(DType::F32)?;
+            for v in t.to_vec1::<f32>()? {
+                bytes.extend(v.to_le_bytes());
+            }
+        }
+        bytes.extend(serde_json::to_vec(&self.config.schedule)?);
+        Ok(sha256_hex(&bytes))
+    }
     pub fn parameter_bytes(&self) -> usize {
         self.weights.values().map(|t| t.elem_count() * 4).sum()
     }

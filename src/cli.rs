@@ -184,11 +184,12 @@ pub struct ValidateArgs {
     /// reference inputs/outputs (default: reference.safetensors beside the graph)
     #[arg(long)]
     pub reference: Option<PathBuf>,
-    /// runtimes to check, comma separated: tract, ort-cpu, ort-cuda, ort-tensorrt
+    /// runtimes to check, comma separated: tract, ort-cpu, ort-cuda, ort-tensorrt, candle (the
+    /// eager reference rerun from the export's model directory)
     #[arg(long, default_value = "tract,ort-cpu", value_delimiter = ',')]
     pub runtimes: Vec<String>,
-    /// named tolerance level: exact, close, approximate, very-approximate (fp32 levels; default:
-    /// atol 1e-4, rtol 0, no outliers)
+    /// named tolerance level: exact, close, approximate, very-approximate, at the export's
+    /// precision (default fp32: atol 1e-4, rtol 0; fp16: approximate, atol = rtol = 1e-2)
     #[arg(long)]
     pub tolerance: Option<String>,
     /// absolute tolerance overriding the level's: `A` for every output, `NAME=A` for one
@@ -205,6 +206,17 @@ pub struct ValidateArgs {
     /// runs: generic, tensorrt10, ort-mobile (exit 2 naming each refused op)
     #[arg(long)]
     pub target: Option<String>,
+    /// on a parity failure, expose every intermediate value, rerun the failing runtime and
+    /// print the first node whose output leaves the eager path (needs the export's manifest
+    /// and model directory)
+    #[arg(long)]
+    pub bisect: bool,
+    /// also compare with the golden outputs stored in DIR (STEM.safetensors for STEM.onnx)
+    #[arg(long, value_name = "DIR")]
+    pub golden: Option<PathBuf>,
+    /// write the reference as the golden of this graph into --golden DIR, then exit
+    #[arg(long)]
+    pub update_golden: bool,
     /// a requested runtime that cannot load is reported as unavailable but does not fail the
     /// run (at least one runtime must still run and pass)
     #[arg(long)]

@@ -3,17 +3,18 @@
 
 use crate::checkpoint::sha256_hex;
 use crate::checkpoint::{self, LoadedModel};
-use crate::sampler::{self, SamplerKind, SamplerPlan};
+use crate::sampler::{SamplerKind, SamplerPlan};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use flashctl_exporters::{
     check::check_structure, encode_model, summarize, to_model_proto, ExportMeta,
 };
-use flashctl_graphs::{Dim, EagerOps, Graph, TraceOps};
+use crate::network::Network;
+use flashctl_graphs::{EagerOps, Graph};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 pub const MANIFEST_SCHEMA: u32 = 1;
@@ -24,14 +25,14 @@ pub const REFERENCE_BATCH: usize = 4;
 /// Seed of the reference noise.
 pub const REFERENCE_SEED: u64 = 20241;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Signature {
     pub name: String,
     pub dtype: String,
     pub shape: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Manifest {
     pub schema_version: u32,
     /// `sampler` (the unrolled K-step sampler) or `denoiser` (one call, an ONNX teacher)
@@ -49,6 +50,20 @@ pub struct Manifest {
     pub node_count: usize,
     pub reference: String,
     pub reference_seed: u64,
+    /// `fp32` or `fp16` (fp16 compute inside the denoiser, fp32 inputs/outputs); validate picks
+    /// the tolerance levels of this precision by default.
+    #[serde(default = "fp32")]
+    pub precision: String,
+    /// The model directory exported (canonical path) and its weight fingerprint: the candle
+    /// eager runtime and `--bisect` rerun it, refusing a model changed since the export.
+    #[serde(default)]
+    pub model_dir: Option<String>,
+    #[serde(default)]
+    pub model_fingerprint: Option<String>,
+}
+
+fn fp32() -> String {
+    "fp32".into()
 }
 
 pub struct ExportReport {
@@ -77,19 +92,7 @@ pub fn trace_denoiser_sampler(
     d: &crate::models::Denoiser,
     plan: &SamplerPlan,
 ) -> Result<Graph> {
-    let ops = TraceOps::new(vb, "flashctl_sampler");
-    let mut shape = vec![Dim::Batch];
-    shape.extend(d.sample_shape().into_iter().map(Dim::Known));
-    let noise = ops.input("noise", flashctl_graphs::DType::F32, shape);
-    let labels = d.num_classes().map(|_| {
-        ops.input(
-            "class_labels",
-            flashctl_graphs::DType::I64,
-            vec![Dim::Batch],
-        )
-    });
-    let image = sampler::sample(&ops, d, plan, &noise, labels.as_ref())?;
-    Ok(ops.finish(&[("image", &image)])?)
+    Network::Sampler { denoiser: d, plan }.trace(vb)
 }
 
 /// Reference inputs: seeded standard-normal noise and (for class-conditional models) labels.
@@ -135,13 +138,13 @@ pub fn eager_sample(
     labels: Option<&Tensor>,
 ) -> Result<Tensor> {
     let ops = EagerOps::new(model.var_builder(noise.device()));
-    Ok(sampler::sample(
-        &ops,
-        &model.config.denoiser,
+    let net = Network::Sampler {
+        denoiser: &model.config.denoiser,
         plan,
-        noise,
-        labels,
-    )?)
+    };
+    let mut inputs = vec![noise];
+    inputs.extend(labels);
+    Ok(net.run(&ops, &inputs)?)
 }
 
 pub fn export(
@@ -245,6 +248,11 @@ fn write_export(
         node_count: summary.node_count,
         reference: REFERENCE_FILE.into(),
         reference_seed: seed,
+        precision: "fp32".into(),
+        model_dir: std::fs::canonicalize(&model.dir)
+            .ok()
+            .map(|p| p.display().to_string()),
+        model_fingerprint: Some(model.fingerprint()?),
     };
     checkpoint::write_atomic(
         &manifest_path,
@@ -267,21 +275,7 @@ pub fn trace_denoiser(
     vb: candle_nn::VarBuilder<'static>,
     d: &crate::models::Denoiser,
 ) -> Result<Graph> {
-    let ops = TraceOps::new(vb, "flashctl_denoiser");
-    let mut shape = vec![Dim::Batch];
-    shape.extend(d.sample_shape().into_iter().map(Dim::Known));
-    let f32t = flashctl_graphs::DType::F32;
-    let x = ops.input("x", f32t, shape);
-    let t = ops.input("t", f32t, vec![Dim::Batch]);
-    let labels = d.num_classes().map(|_| {
-        ops.input(
-            "class_labels",
-            flashctl_graphs::DType::I64,
-            vec![Dim::Batch],
-        )
-    });
-    let y = d.forward(&ops, &x, &t, labels.as_ref())?;
-    Ok(ops.finish(&[("denoiser_out", &y)])?)
+    Network::Denoiser { denoiser: d }.trace(vb)
 }
 
 /// The sidecar that makes an exported denoiser usable as an ONNX teacher.
@@ -333,7 +327,9 @@ pub fn export_denoiser(model_dir: &Path, out: &Path) -> Result<ExportReport> {
         .collect();
     let t = Tensor::from_vec(tv, REFERENCE_BATCH, &Device::Cpu)?;
     let ops = EagerOps::new(model.var_builder(&Device::Cpu));
-    let y = d.forward(&ops, &x, &t, labels.as_ref())?;
+    let mut inputs = vec![&x, &t];
+    inputs.extend(labels.as_ref());
+    let y = Network::Denoiser { denoiser: d }.run(&ops, &inputs)?;
     let mut reference = std::collections::HashMap::new();
     reference.insert("x".to_string(), x);
     reference.insert("t".to_string(), t);

@@ -1,15 +1,18 @@
 //! flashctl: distil diffusion teachers into few-step students, export the whole sampler as one
 //! ONNX graph, and validate it across runtimes. See docs/architecture.md for the crate map.
 
+pub mod bisect;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod demo;
 pub mod diffusers;
+pub mod eager_runtime;
 pub mod distill;
 pub mod eval;
 pub mod export;
 pub mod models;
+pub mod network;
 pub mod pairs;
 pub mod plot;
 pub mod sample;

@@ -178,9 +178,10 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
         Command::Validate(a) => {
+            let precision = validation::graph_precision(&a.graph);
             let mut tol = match &a.tolerance {
-                Some(level) => Tolerance::level(level, "fp32").map_err(BadInput)?,
-                None => Tolerance::FP32,
+                Some(level) => Tolerance::level(level, &precision).map_err(BadInput)?,
+                None => validation::default_tolerance(&precision),
             };
             let (global, per_output) =
                 validation::parse_tolerance_flags(&a.atol, &a.rtol).map_err(BadInput)?;
@@ -198,14 +199,23 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             if let Some(t) = &a.target {
                 validation::check_target(&a.graph, t)?;
             }
-            let mut r = validation::validate_with(
-                &a.graph,
-                a.reference.as_deref(),
-                &a.runtimes,
-                tol,
-                &overrides,
-                a.runs,
-            )?;
+            if a.update_golden {
+                let dir = a.golden.as_deref().ok_or_else(|| {
+                    BadInput("--update-golden needs --golden DIR".into())
+                })?;
+                let path = validation::update_golden(&a.graph, a.reference.as_deref(), dir)?;
+                println!("golden written: {}", path.display());
+                return Ok(Outcome::Ok);
+            }
+            let opts = validation::ValidateOptions {
+                tolerance: tol,
+                overrides,
+                runs: a.runs,
+                bisect: a.bisect,
+                golden: a.golden.clone(),
+            };
+            let mut r =
+                validation::validate_with(&a.graph, a.reference.as_deref(), &a.runtimes, &opts)?;
             if a.allow_missing {
                 let ran: Vec<&validation::RuntimeReport> = r
                     .runtimes

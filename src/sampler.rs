@@ -337,7 +337,7 @@ where
             } else {
                 x.clone()
             };
-            let out = model(&x_in, &t)?;
+            let out = o.scoped(flashctl_graphs::ops::DENOISER_SCOPE, || model(&x_in, &t))?;
             let nc = (plan.noise_correction && i == 0).then_some(&x_t);
             Ok(apply_step(o, s, &x, &out, nc)?.1)
         })?;

@@ -130,18 +130,7 @@ impl Teacher {
     pub fn fingerprint(&self) -> Result<String> {
         let mut bytes = vec![];
         match self {
-            Teacher::Native(m) => {
-                let mut names: Vec<&String> = m.weights.keys().collect();
-                names.sort();
-                for n in names {
-                    bytes.extend(n.as_bytes());
-                    let t = m.weights[n].flatten_all()?.to_dtype(DType::F32)?;
-                    for v in t.to_vec1::<f32>()? {
-                        bytes.extend(v.to_le_bytes());
-                    }
-                }
-                bytes.extend(serde_json::to_vec(&m.config.schedule)?);
-            }
+            Teacher::Native(m) => return m.fingerprint(),
             Teacher::Onnx(o) => bytes = std::fs::read(&o.graph)?,
         }
         Ok(crate::checkpoint::sha256_hex(&bytes))

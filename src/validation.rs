@@ -5,11 +5,12 @@ use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use flashctl_exporters::{check::check_structure, decode_model};
 use flashctl_validate::{
-    compare, runtime_by_name, HostTensor, ParityStats, Tolerance, ValidateError,
+    compare, runtime_by_name, HostTensor, ParityStats, Runtime, Tolerance, ValidateError,
 };
 use serde::Serialize;
 use std::collections::HashMap;
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Serialize)]
 pub struct RuntimeReport {
@@ -26,11 +27,37 @@ pub struct RuntimeReport {
 #[derive(Debug, Serialize)]
 pub struct ValidationReport {
     pub graph: String,
+    /// the export's precision (manifest), which chose the default tolerance
+    pub precision: String,
     pub tolerance: Tolerance,
     /// Per-output tolerances (`--atol NAME=A`, `--rtol NAME=R`) where they differ.
     pub tolerance_overrides: std::collections::BTreeMap<String, Tolerance>,
     pub runtimes: Vec<RuntimeReport>,
+    /// `--golden DIR`: every runtime that ran, on the golden inputs, against the golden outputs
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub golden: Option<GoldenReport>,
+    /// `--bisect`: the first diverging node for each failing runtime
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bisect: Vec<crate::bisect::BisectReport>,
     pub passed: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GoldenReport {
+    pub file: String,
+    pub runtimes: Vec<RuntimeReport>,
+}
+
+/// A runtime by name: `candle` (the eager reference, rebuilt from the export beside `graph`) or
+/// one of the validate crate's ONNX runtimes.
+pub fn make_runtime(
+    name: &str,
+    graph: &Path,
+) -> std::result::Result<Box<dyn Runtime>, ValidateError> {
+    match name {
+        "candle" => Ok(Box::new(crate::eager_runtime::EagerRuntime::open(graph)?)),
+        other => runtime_by_name(other),
+    }
 }
 
 /// A user error (bad file, bad runtime name): exit code 2.
@@ -196,6 +223,56 @@ pub fn check_target(graph: &Path, target: &str) -> Result<()> {
     Ok(())
 }
 
+/// What `validate` does beyond running each runtime against the reference.
+#[derive(Debug, Clone)]
+pub struct ValidateOptions {
+    pub tolerance: Tolerance,
+    /// per-output tolerances (`--atol NAME=A`, `--rtol NAME=R`)
+    pub overrides: BTreeMap<String, Tolerance>,
+    /// timed runs per runtime after the parity run
+    pub runs: usize,
+    /// name the first diverging node for every runtime that failed
+    pub bisect: bool,
+    /// compare with the stored golden outputs in this directory too
+    pub golden: Option<PathBuf>,
+}
+
+impl ValidateOptions {
+    pub fn new(tolerance: Tolerance) -> Self {
+        Self {
+            tolerance,
+            overrides: BTreeMap::new(),
+            runs: 5,
+            bisect: false,
+            golden: None,
+        }
+    }
+}
+
+/// The precision the export beside `graph` declares (`fp32` when there is no manifest naming it):
+/// `validate` takes that precision's tolerance levels.
+pub fn graph_precision(graph: &Path) -> String {
+    let path = graph
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(crate::export::MANIFEST_FILE);
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<crate::export::Manifest>(&t).ok())
+        .filter(|m| graph.file_name().is_some_and(|f| f.to_string_lossy() == m.graph))
+        .map(|m| m.precision)
+        .unwrap_or_else(|| "fp32".into())
+}
+
+/// The default tolerance of a precision: fp32 atol 1e-4; fp16 the `approximate` fp16 level
+/// (atol and rtol 1e-2).
+pub fn default_tolerance(precision: &str) -> Tolerance {
+    match precision {
+        "fp16" => Tolerance::level("approximate", "fp16").expect("known level"),
+        _ => Tolerance::FP32,
+    }
+}
+
 pub fn validate(
     graph: &Path,
     reference: Option<&Path>,
@@ -203,48 +280,89 @@ pub fn validate(
     tol: Tolerance,
     runs: usize,
 ) -> Result<ValidationReport> {
-    validate_with(graph, reference, runtimes, tol, &Default::default(), runs)
+    let mut opts = ValidateOptions::new(tol);
+    opts.runs = runs;
+    validate_with(graph, reference, runtimes, &opts)
 }
 
-/// `validate` with per-output tolerance overrides; naming an output the graph lacks is an error.
-pub fn validate_with(
-    graph: &Path,
-    reference: Option<&Path>,
-    runtimes: &[String],
-    tol: Tolerance,
-    overrides: &std::collections::BTreeMap<String, Tolerance>,
-    runs: usize,
-) -> Result<ValidationReport> {
+/// Inputs (in graph order) and every tensor of a reference or golden file, checked against the
+/// graph's inputs.
+fn reference_for(
+    path: &Path,
+    g: &flashctl_exporters::pb::GraphProto,
+) -> Result<(Vec<HostTensor>, Vec<HostTensor>)> {
+    let reference = load_reference(path).with_context(|| format!("reference {}", path.display()))?;
+    check_reference_inputs(path, &reference, g)?;
+    let tensors = host_tensors(&reference)?;
+    let mut inputs = vec![];
+    for i in &g.input {
+        match tensors.iter().find(|t| t.name == i.name) {
+            Some(t) => inputs.push(t.clone()),
+            None => {
+                return Err(BadInput(format!(
+                    "{}: no value for graph input `{}`",
+                    path.display(),
+                    i.name
+                ))
+                .into())
+            }
+        }
+    }
+    Ok((inputs, tensors))
+}
+
+/// The golden file of `graph` in `dir`: `STEM.safetensors` (inputs and outputs).
+pub fn golden_path(dir: &Path, graph: &Path) -> PathBuf {
+    let stem = graph.file_stem().unwrap_or_default().to_string_lossy();
+    dir.join(format!("{stem}.safetensors"))
+}
+
+/// `validate --golden DIR --update-golden`: store the reference beside a provenance note
+/// (`STEM.json`: graph sha256, flashctl version); the reference is the eager output.
+pub fn update_golden(graph: &Path, reference: Option<&Path>, dir: &Path) -> Result<PathBuf> {
     let bytes = std::fs::read(graph).map_err(|e| BadInput(format!("{}: {e}", graph.display())))?;
-    let model = decode_model(&bytes).map_err(|e| BadInput(format!("{}: {e}", graph.display())))?;
-    check_structure(&model).map_err(|e| BadInput(format!("{}: {e}", graph.display())))?;
-    let g = model.graph.as_ref().unwrap();
-    let ref_path = match reference {
+    let ref_path = reference_path(graph, reference);
+    let tensors = load_reference(&ref_path)?;
+    let out = golden_path(dir, graph);
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::checkpoint::save_tensors(&out, &tensors)?;
+    let note = serde_json::json!({
+        "graph": graph.file_name().map(|f| f.to_string_lossy().to_string()),
+        "graph_sha256": crate::checkpoint::sha256_hex(&bytes),
+        "from_reference": ref_path.display().to_string(),
+        "flashctl_version": env!("CARGO_PKG_VERSION"),
+    });
+    crate::checkpoint::write_atomic(
+        &out.with_extension("json"),
+        serde_json::to_string_pretty(&note)?.as_bytes(),
+    )?;
+    Ok(out)
+}
+
+fn reference_path(graph: &Path, reference: Option<&Path>) -> PathBuf {
+    match reference {
         Some(p) => p.to_path_buf(),
         None => graph
             .parent()
             .unwrap_or(Path::new("."))
             .join(crate::export::REFERENCE_FILE),
-    };
-    let reference =
-        load_reference(&ref_path).with_context(|| format!("reference {}", ref_path.display()))?;
-    check_reference_inputs(&ref_path, &reference, g)?;
-    let tensors = host_tensors(&reference)?;
-    let input_names: Vec<&str> = g.input.iter().map(|i| i.name.as_str()).collect();
-    let inputs: Vec<HostTensor> = tensors
-        .iter()
-        .filter(|t| input_names.contains(&t.name.as_str()))
-        .cloned()
-        .collect();
-    for name in &input_names {
-        if !inputs.iter().any(|t| t.name == *name) {
-            return Err(BadInput(format!(
-                "{}: no value for graph input `{name}`",
-                ref_path.display()
-            ))
-            .into());
-        }
     }
+}
+
+/// Run every runtime on the reference inputs (and the golden's, with `--golden`) and compare.
+pub fn validate_with(
+    graph: &Path,
+    reference: Option<&Path>,
+    runtimes: &[String],
+    opts: &ValidateOptions,
+) -> Result<ValidationReport> {
+    let (tol, overrides) = (opts.tolerance, &opts.overrides);
+    let bytes = std::fs::read(graph).map_err(|e| BadInput(format!("{}: {e}", graph.display())))?;
+    let model = decode_model(&bytes).map_err(|e| BadInput(format!("{}: {e}", graph.display())))?;
+    check_structure(&model).map_err(|e| BadInput(format!("{}: {e}", graph.display())))?;
+    let g = model.graph.as_ref().unwrap();
+    let ref_path = reference_path(graph, reference);
+    let (inputs, tensors) = reference_for(&ref_path, g)?;
     for name in overrides.keys() {
         if !g.output.iter().any(|o| &o.name == name) {
             return Err(BadInput(format!(
@@ -254,18 +372,61 @@ pub fn validate_with(
             .into());
         }
     }
+    let golden = match &opts.golden {
+        Some(dir) => {
+            let path = golden_path(dir, graph);
+            if !path.exists() {
+                return Err(BadInput(format!(
+                    "no golden {} for {} (create it with --update-golden)",
+                    path.display(),
+                    graph.display()
+                ))
+                .into());
+            }
+            Some((path.clone(), reference_for(&path, g)?))
+        }
+        None => None,
+    };
+    let run = |inputs: &[HostTensor], expected: &[HostTensor], rt: &str, runs| {
+        run_one(
+            rt, graph, &bytes, inputs, expected, &g.output, tol, overrides, runs,
+        )
+    };
     let mut reports = vec![];
     for rt_name in runtimes {
-        reports.push(run_one(
-            rt_name, &bytes, &inputs, &tensors, &g.output, tol, overrides, runs,
-        )?);
+        reports.push(run(&inputs, &tensors, rt_name, opts.runs)?);
     }
-    let passed = reports.iter().all(|r| r.status == "pass");
+    let golden = match golden {
+        Some((path, (g_inputs, g_tensors))) => {
+            let mut runtimes = vec![];
+            for r in reports.iter().filter(|r| r.status != "unavailable") {
+                runtimes.push(run(&g_inputs, &g_tensors, &r.runtime, 0)?);
+            }
+            Some(GoldenReport {
+                file: path.display().to_string(),
+                runtimes,
+            })
+        }
+        None => None,
+    };
+    let mut bisect = vec![];
+    if opts.bisect {
+        for r in reports.iter().filter(|r| r.status == "fail") {
+            bisect.push(crate::bisect::bisect(graph, &bytes, &inputs, &r.runtime, tol)?);
+        }
+    }
+    let passed = reports.iter().all(|r| r.status == "pass")
+        && golden
+            .as_ref()
+            .is_none_or(|g| g.runtimes.iter().all(|r| r.status == "pass"));
     Ok(ValidationReport {
         graph: graph.display().to_string(),
+        precision: graph_precision(graph),
         tolerance: tol,
         tolerance_overrides: overrides.clone(),
         runtimes: reports,
+        golden,
+        bisect,
         passed,
     })
 }
@@ -273,6 +434,7 @@ pub fn validate_with(
 #[allow(clippy::too_many_arguments)]
 fn run_one(
     rt_name: &str,
+    graph: &Path,
     bytes: &[u8],
     inputs: &[HostTensor],
     reference: &[HostTensor],
@@ -289,7 +451,7 @@ fn run_one(
         outputs: vec![],
         latency_ms: None,
     };
-    let mut rt = match runtime_by_name(rt_name) {
+    let mut rt = match make_runtime(rt_name, graph) {
         Ok(rt) => rt,
         Err(ValidateError::Unavailable { reason, .. }) => {
             report.status = "unavailable".into();
@@ -352,14 +514,58 @@ fn run_one(
 
 pub fn print_table(r: &ValidationReport) {
     println!(
-        "validate {}  (tolerance atol {:.0e}, rtol {:.0e}, outliers <= {})",
-        r.graph, r.tolerance.atol, r.tolerance.rtol, r.tolerance.max_outlier_fraction
+        "validate {}  ({}; tolerance atol {:.0e}, rtol {:.0e}, outliers <= {})",
+        r.graph, r.precision, r.tolerance.atol, r.tolerance.rtol, r.tolerance.max_outlier_fraction
     );
+    print_rows(&r.runtimes);
+    if let Some(g) = &r.golden {
+        println!("golden {}", g.file);
+        print_rows(&g.runtimes);
+    }
+    for b in &r.bisect {
+        match &b.first_divergence {
+            Some(d) => println!(
+                "bisect {}: first diverging node `{}` ({}, node #{}) output `{}`{} after {} matching intermediates",
+                b.runtime,
+                d.node,
+                d.op_type,
+                d.node_index,
+                d.output,
+                d.stats
+                    .as_ref()
+                    .map(|s| format!(": max abs {:.3e}, max rel {:.3e},", s.max_abs, s.max_rel))
+                    .unwrap_or_default(),
+                b.compared
+            ),
+            None => println!("bisect {}: no single diverging node", b.runtime),
+        }
+        if let Some(n) = &b.note {
+            println!("    {n}");
+        }
+    }
+    let unavailable: Vec<&str> = r
+        .runtimes
+        .iter()
+        .filter(|x| x.status == "unavailable")
+        .map(|x| x.runtime.as_str())
+        .collect();
+    match (r.passed, unavailable.is_empty()) {
+        (true, true) => println!("result: PASS"),
+        (true, false) => println!(
+            "result: PASS ({} unavailable, allowed by --allow-missing)",
+            unavailable.join(", ")
+        ),
+        (false, true) => println!("result: FAIL"),
+        (false, false) => println!("result: FAIL ({} unavailable)", unavailable.join(", ")),
+    }
+}
+
+fn print_rows(runtimes: &[RuntimeReport]) {
     println!(
         "{:<14} {:<12} {:>12} {:>12} {:>12} {:>12}",
         "runtime", "status", "max abs", "max rel", "p99 abs", "latency ms"
     );
-    for rt in &r.runtimes {
+    for rt in runtimes {
         let (ma, mr, p99) = rt.outputs.iter().fold((0f64, 0f64, 0f64), |acc, s| {
             (
                 acc.0.max(s.max_abs),
@@ -395,20 +601,5 @@ pub fn print_table(r: &ValidationReport) {
                 100.0 * o.outlier_fraction
             );
         }
-    }
-    let unavailable: Vec<&str> = r
-        .runtimes
-        .iter()
-        .filter(|x| x.status == "unavailable")
-        .map(|x| x.runtime.as_str())
-        .collect();
-    match (r.passed, unavailable.is_empty()) {
-        (true, true) => println!("result: PASS"),
-        (true, false) => println!(
-            "result: PASS ({} unavailable, allowed by --allow-missing)",
-            unavailable.join(", ")
-        ),
-        (false, true) => println!("result: FAIL"),
-        (false, false) => println!("result: FAIL ({} unavailable)", unavailable.join(", ")),
     }
 }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod ir;
 pub mod ops;
 pub mod prefixed;
+pub mod recording;
 pub mod trace;
 
 pub use eager::EagerOps;
@@ -19,4 +20,5 @@ pub use error::{GraphError, Result};
 pub use ir::{DType, Dim, Graph, GraphSummary, Initializer, Node, Op, TensorData, ValueInfo};
 pub use ops::{BinaryOp, Ops, UnaryOp};
 pub use prefixed::Prefixed;
+pub use recording::Recording;
 pub use trace::{TraceOps, Traced};

@@ -27,6 +27,13 @@ pub enum UnaryOp {
     Neg,
 }
 
+/// Scope of group-norm statistics (mean, variance, normalisation).
+pub const NORM_STATS_SCOPE: &str = "norm_stats";
+/// Scope of the sinusoidal timestep embedding.
+pub const TIMESTEP_EMBEDDING_SCOPE: &str = "timestep_embedding";
+/// Scope of every denoiser (network) call inside a sampler graph.
+pub const DENOISER_SCOPE: &str = "denoiser";
+
 pub trait Ops {
     type T: Clone;
 
@@ -121,14 +128,16 @@ pub trait Ops {
                 format!("{channels} channels not divisible into {groups} groups"),
             );
         }
-        // 1. statistics per (batch, group)
-        let grouped = self.reshape(x, &[0, groups as i64, -1])?;
-        let mean = self.mean_keepdim(&grouped, 2)?;
-        let centered = self.sub(&grouped, &mean)?;
-        let sq = self.mul(&centered, &centered)?;
-        let var = self.mean_keepdim(&sq, 2)?;
-        let std = self.unary(UnaryOp::Sqrt, &self.affine(&var, 1.0, eps)?)?;
-        let normed = self.div(&centered, &std)?;
+        // 1. statistics per (batch, group); the scope lets an fp16 export keep them in fp32
+        let normed = self.scoped(NORM_STATS_SCOPE, || -> Result<Self::T> {
+            let grouped = self.reshape(x, &[0, groups as i64, -1])?;
+            let mean = self.mean_keepdim(&grouped, 2)?;
+            let centered = self.sub(&grouped, &mean)?;
+            let sq = self.mul(&centered, &centered)?;
+            let var = self.mean_keepdim(&sq, 2)?;
+            let std = self.unary(UnaryOp::Sqrt, &self.affine(&var, 1.0, eps)?)?;
+            self.div(&centered, &std)
+        })?;
         // 2. back to the input layout, then the per-channel affine
         let mut back = vec![0i64];
         back.extend(shape[1..].iter().map(|d| d.known().unwrap_or(1) as i64));
@@ -176,22 +185,25 @@ pub trait Ops {
         if !dim.is_multiple_of(2) {
             return shape_err("timestep_embedding", format!("odd dimension {dim}"));
         }
-        let half = dim / 2;
-        // exponent = -ln(10000) * arange(half) / (half - shift), in float32 as torch computes it.
-        let log_max = -(10000f64).ln() as f32;
-        let freqs: Vec<f32> = (0..half)
-            .map(|i| ((log_max * i as f32) / (half as f32 - freq_shift)).exp())
-            .collect();
-        let freqs = self.constant(&freqs, &[1, half])?;
-        let t = self.reshape(t, &[-1, 1])?;
-        let args = self.mul(&t, &freqs)?;
-        let sin = self.unary(UnaryOp::Sin, &args)?;
-        let cos = self.unary(UnaryOp::Cos, &args)?;
-        if flip_sin_to_cos {
-            self.concat(&[&cos, &sin], 1)
-        } else {
-            self.concat(&[&sin, &cos], 1)
-        }
+        // sin/cos of arguments up to ~1000 need fp32: an fp16 export keeps this scope in fp32
+        self.scoped(TIMESTEP_EMBEDDING_SCOPE, || {
+            let half = dim / 2;
+            // exponent = -ln(10000) * arange(half) / (half - shift), in float32 as torch computes it.
+            let log_max = -(10000f64).ln() as f32;
+            let freqs: Vec<f32> = (0..half)
+                .map(|i| ((log_max * i as f32) / (half as f32 - freq_shift)).exp())
+                .collect();
+            let freqs = self.constant(&freqs, &[1, half])?;
+            let t = self.reshape(t, &[-1, 1])?;
+            let args = self.mul(&t, &freqs)?;
+            let sin = self.unary(UnaryOp::Sin, &args)?;
+            let cos = self.unary(UnaryOp::Cos, &args)?;
+            if flip_sin_to_cos {
+                self.concat(&[&cos, &sin], 1)
+            } else {
+                self.concat(&[&sin, &cos], 1)
+            }
+        })
     }
 }
 

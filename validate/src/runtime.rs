@@ -14,7 +14,9 @@ pub trait Runtime {
     fn provider(&self) -> String;
 }
 
-pub const RUNTIME_NAMES: &[&str] = &["tract", "ort-cpu", "ort-cuda", "ort-tensorrt"];
+/// Every runtime `validate` knows. `candle`, the eager reference, is built by the flashctl crate
+/// (it reruns the exported model code), so [`runtime_by_name`] does not construct it.
+pub const RUNTIME_NAMES: &[&str] = &["tract", "ort-cpu", "ort-cuda", "ort-tensorrt", "candle"];
 
 /// Construct a runtime by name; an ORT runtime fails here when its library cannot be loaded.
 pub fn runtime_by_name(name: &str) -> Result<Box<dyn Runtime>> {
