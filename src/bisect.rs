@@ -65,7 +65,13 @@ pub fn eager_intermediates(
                 Dim::Known(k) => *k == n,
                 Dim::Batch => true,
             });
-        anyhow::ensure!(fits, "traced `{}` {:?} vs eager {:?}", t.name, t.shape, v.dims());
+        anyhow::ensure!(
+            fits,
+            "traced `{}` {:?} vs eager {:?}",
+            t.name,
+            t.shape,
+            v.dims()
+        );
         map.entry(t.name).or_insert(v);
     }
     Ok(map)
@@ -125,7 +131,9 @@ pub fn bisect(
     let got = match rt.prepare(&wide, inputs).and_then(|_| rt.run(inputs)) {
         Ok(v) => v,
         Err(e) => {
-            report.note = Some(format!("the graph with its intermediates exposed failed: {e}"));
+            report.note = Some(format!(
+                "the graph with its intermediates exposed failed: {e}"
+            ));
             return Ok(report);
         }
     };

@@ -174,6 +174,11 @@ pub struct ExportArgs {
     /// NAME.teacher.json sidecar that makes it usable as an ONNX teacher
     #[arg(long)]
     pub denoiser_only: bool,
+    /// fp32, or fp16: the denoiser computes in float16 (weights stored as fp16), the sampler
+    /// arithmetic, norm statistics, softmax and timestep embedding stay fp32; inputs and
+    /// outputs stay fp32 and the reference is the fp32 eager output
+    #[arg(long, default_value = "fp32")]
+    pub precision: String,
     #[arg(long)]
     pub out: PathBuf,
 }

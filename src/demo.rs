@@ -55,7 +55,7 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
         },
     )?;
     let graph = args.out.join("export/model.onnx");
-    let ex = export::export(&teacher, Some(4), None, &graph)?;
+    let ex = export::export(&teacher, Some(4), None, export::Precision::Fp32, &graph)?;
     let runtimes = vec!["tract".to_string(), "ort-cpu".to_string()];
     let v = validation::validate(&graph, None, &runtimes, Tolerance::FP32, 20)?;
     println!();

@@ -109,7 +109,10 @@ impl Runtime for EagerRuntime {
     }
 
     fn prepare(&mut self, _onnx: &[u8], _example: &[HostTensor]) -> flashctl_validate::Result<()> {
-        self.exported.network().map(|_| ()).map_err(|reason| self.failed(reason))
+        self.exported
+            .network()
+            .map(|_| ())
+            .map_err(|reason| self.failed(reason))
     }
 
     fn run(&mut self, inputs: &[HostTensor]) -> flashctl_validate::Result<Vec<HostTensor>> {
@@ -120,7 +123,11 @@ impl Runtime for EagerRuntime {
         let ops = EagerOps::new(self.exported.model.var_builder(&Device::Cpu));
         let y = net
             .run(&ops, &refs)
-            .and_then(|y| Ok(y.flatten_all()?.to_vec1::<f32>().map(|v| (y.dims().to_vec(), v))?))
+            .and_then(|y| {
+                Ok(y.flatten_all()?
+                    .to_vec1::<f32>()
+                    .map(|v| (y.dims().to_vec(), v))?)
+            })
             .map_err(|e| fail(e.to_string()))?;
         Ok(vec![HostTensor::f32(net.output_name(), y.0, y.1)])
     }

@@ -3,13 +3,13 @@
 
 use crate::checkpoint::sha256_hex;
 use crate::checkpoint::{self, LoadedModel};
+use crate::network::Network;
 use crate::sampler::{SamplerKind, SamplerPlan};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use flashctl_exporters::{
     check::check_structure, encode_model, summarize, to_model_proto, ExportMeta,
 };
-use crate::network::Network;
 use flashctl_graphs::{EagerOps, Graph};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -64,6 +64,41 @@ pub struct Manifest {
 
 fn fp32() -> String {
     "fp32".into()
+}
+
+/// Arithmetic precision of an exported graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    Fp32,
+    /// the denoiser in fp16, sampler arithmetic / norm statistics / softmax / timestep
+    /// embedding in fp32; fp32 inputs and outputs (see `flashctl_graphs::fp16`)
+    Fp16,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fp32" => Ok(Precision::Fp32),
+            "fp16" => Ok(Precision::Fp16),
+            o => Err(format!("unknown precision `{o}` (fp32, fp16)")),
+        }
+    }
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Fp16 => "fp16",
+        }
+    }
+    fn apply(self, g: Graph) -> Graph {
+        match self {
+            Precision::Fp32 => g,
+            Precision::Fp16 => flashctl_graphs::fp16::to_fp16(&g),
+        }
+    }
 }
 
 pub struct ExportReport {
@@ -151,6 +186,7 @@ pub fn export(
     model_dir: &Path,
     steps: Option<usize>,
     kind: Option<SamplerKind>,
+    precision: Precision,
     out: &Path,
 ) -> Result<ExportReport> {
     let start = std::time::Instant::now();
@@ -161,10 +197,14 @@ pub fn export(
     let plan = model.config.sampler_plan(steps, kind)?;
     let (steps, kind) = (plan.steps.len(), plan.kind);
     // 1. trace and lower
-    let graph = trace_sampler(&model, &plan).context("tracing the sampler")?;
+    let graph = precision.apply(trace_sampler(&model, &plan).context("tracing the sampler")?);
     let meta = ExportMeta {
-        doc: format!("flashctl {kind:?} sampler, {steps} steps, unrolled"),
+        doc: format!(
+            "flashctl {kind:?} sampler, {steps} steps, unrolled, {}",
+            precision.name()
+        ),
         props: vec![
+            ("flashctl.precision".into(), precision.name().into()),
             ("flashctl.steps".into(), steps.to_string()),
             ("flashctl.timesteps".into(), format!("{:?}", plan.timesteps)),
             (
@@ -197,6 +237,7 @@ pub fn export(
         out,
         seed,
         Some(plan),
+        precision,
         start,
     )
 }
@@ -212,6 +253,7 @@ fn write_export(
     out: &Path,
     seed: u64,
     sampler: Option<SamplerPlan>,
+    precision: Precision,
     start: std::time::Instant,
 ) -> Result<ExportReport> {
     let dir = out
@@ -221,6 +263,24 @@ fn write_export(
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let reference_path = dir.join(REFERENCE_FILE);
     let manifest_path = dir.join(MANIFEST_FILE);
+    // one export per directory: the reference and manifest of another graph are not overwritten
+    let file_name = out
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .to_string();
+    if let Some(other) = std::fs::read_to_string(&manifest_path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["graph"].as_str().map(String::from))
+        .filter(|g| *g != file_name)
+    {
+        bail!(
+            "{} already holds the export of {other} (manifest.json, reference.safetensors): \
+             export {file_name} into another directory",
+            dir.display()
+        );
+    }
     flashctl_exporters::write_atomic(out, bytes)?;
     checkpoint::save_tensors(&reference_path, &reference)?;
     let sig = |v: &flashctl_graphs::ValueInfo| Signature {
@@ -248,7 +308,7 @@ fn write_export(
         node_count: summary.node_count,
         reference: REFERENCE_FILE.into(),
         reference_seed: seed,
-        precision: "fp32".into(),
+        precision: precision.name().into(),
         model_dir: std::fs::canonicalize(&model.dir)
             .ok()
             .map(|p| p.display().to_string()),
@@ -302,18 +362,21 @@ pub fn denoiser_sidecar(model: &LoadedModel) -> Result<crate::teacher::OnnxSidec
 
 /// `flashctl export --denoiser-only`: one denoiser call as a graph, with the sidecar that lets
 /// flashctl use it as an ONNX teacher, a manifest and reference outputs.
-pub fn export_denoiser(model_dir: &Path, out: &Path) -> Result<ExportReport> {
+pub fn export_denoiser(model_dir: &Path, precision: Precision, out: &Path) -> Result<ExportReport> {
     let start = std::time::Instant::now();
     if out.extension().map(|e| e != "onnx").unwrap_or(true) {
         bail!("--out must name a .onnx file, got {}", out.display());
     }
     let model = checkpoint::load(model_dir, &Device::Cpu)?;
     let d = &model.config.denoiser;
-    let graph =
-        trace_denoiser(model.var_builder(&Device::Cpu), d).context("tracing the denoiser")?;
+    let graph = precision
+        .apply(trace_denoiser(model.var_builder(&Device::Cpu), d).context("tracing the denoiser")?);
     let meta = ExportMeta {
-        doc: "flashctl denoiser, one call".into(),
-        props: vec![("flashctl.kind".into(), "denoiser".into())],
+        doc: format!("flashctl denoiser, one call, {}", precision.name()),
+        props: vec![
+            ("flashctl.kind".into(), "denoiser".into()),
+            ("flashctl.precision".into(), precision.name().into()),
+        ],
     };
     let proto = to_model_proto(&graph, &meta);
     check_structure(&proto)?;
@@ -338,7 +401,7 @@ pub fn export_denoiser(model_dir: &Path, out: &Path) -> Result<ExportReport> {
     }
     reference.insert("denoiser_out".to_string(), y);
     let report = write_export(
-        &model, &graph, &bytes, &summary, reference, out, seed, None, start,
+        &model, &graph, &bytes, &summary, reference, out, seed, None, precision, start,
     )?;
     checkpoint::write_atomic(
         &crate::teacher::sidecar_path(out),

@@ -151,6 +151,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
         Command::Export(a) => {
+            let precision: export::Precision = a.precision.parse().map_err(BadInput)?;
             let r = if a.denoiser_only {
                 if a.steps.is_some() || a.sampler.is_some() {
                     return Err(BadInput(
@@ -158,9 +159,15 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
                     )
                     .into());
                 }
-                export::export_denoiser(&a.model, &a.out)?
+                export::export_denoiser(&a.model, precision, &a.out)?
             } else {
-                export::export(&a.model, a.steps, parse_sampler(&a.sampler)?, &a.out)?
+                export::export(
+                    &a.model,
+                    a.steps,
+                    parse_sampler(&a.sampler)?,
+                    precision,
+                    &a.out,
+                )?
             };
             println!(
                 "exported {} ({} nodes, initializers {} B, denoiser parameters {} B) in {:.2}s",
@@ -200,9 +207,10 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 validation::check_target(&a.graph, t)?;
             }
             if a.update_golden {
-                let dir = a.golden.as_deref().ok_or_else(|| {
-                    BadInput("--update-golden needs --golden DIR".into())
-                })?;
+                let dir = a
+                    .golden
+                    .as_deref()
+                    .ok_or_else(|| BadInput("--update-golden needs --golden DIR".into()))?;
                 let path = validation::update_golden(&a.graph, a.reference.as_deref(), dir)?;
                 println!("golden written: {}", path.display());
                 return Ok(Outcome::Ok);

@@ -83,7 +83,10 @@ impl Network<'_> {
 
     /// Run on any backend; `inputs` in the order of [`Network::inputs`].
     pub fn run<O: Ops>(&self, o: &O, inputs: &[&O::T]) -> flashctl_graphs::Result<O::T> {
-        let labels = self.denoiser().num_classes().map(|_| *inputs.last().unwrap());
+        let labels = self
+            .denoiser()
+            .num_classes()
+            .map(|_| *inputs.last().unwrap());
         match self {
             Network::Sampler { denoiser, plan } => {
                 sampler::sample(o, denoiser, plan, inputs[0], labels)

@@ -8,8 +8,8 @@ use flashctl_validate::{
     compare, runtime_by_name, HostTensor, ParityStats, Runtime, Tolerance, ValidateError,
 };
 use serde::Serialize;
-use std::collections::HashMap;
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Serialize)]
@@ -259,7 +259,11 @@ pub fn graph_precision(graph: &Path) -> String {
     std::fs::read_to_string(path)
         .ok()
         .and_then(|t| serde_json::from_str::<crate::export::Manifest>(&t).ok())
-        .filter(|m| graph.file_name().is_some_and(|f| f.to_string_lossy() == m.graph))
+        .filter(|m| {
+            graph
+                .file_name()
+                .is_some_and(|f| f.to_string_lossy() == m.graph)
+        })
         .map(|m| m.precision)
         .unwrap_or_else(|| "fp32".into())
 }
@@ -291,7 +295,8 @@ fn reference_for(
     path: &Path,
     g: &flashctl_exporters::pb::GraphProto,
 ) -> Result<(Vec<HostTensor>, Vec<HostTensor>)> {
-    let reference = load_reference(path).with_context(|| format!("reference {}", path.display()))?;
+    let reference =
+        load_reference(path).with_context(|| format!("reference {}", path.display()))?;
     check_reference_inputs(path, &reference, g)?;
     let tensors = host_tensors(&reference)?;
     let mut inputs = vec![];
@@ -329,7 +334,7 @@ pub fn update_golden(graph: &Path, reference: Option<&Path>, dir: &Path) -> Resu
     let note = serde_json::json!({
         "graph": graph.file_name().map(|f| f.to_string_lossy().to_string()),
         "graph_sha256": crate::checkpoint::sha256_hex(&bytes),
-        "from_reference": ref_path.display().to_string(),
+        "from_reference": ref_path.file_name().map(|f| f.to_string_lossy().to_string()),
         "flashctl_version": env!("CARGO_PKG_VERSION"),
     });
     crate::checkpoint::write_atomic(
@@ -412,7 +417,9 @@ pub fn validate_with(
     let mut bisect = vec![];
     if opts.bisect {
         for r in reports.iter().filter(|r| r.status == "fail") {
-            bisect.push(crate::bisect::bisect(graph, &bytes, &inputs, &r.runtime, tol)?);
+            bisect.push(crate::bisect::bisect(
+                graph, &bytes, &inputs, &r.runtime, tol,
+            )?);
         }
     }
     let passed = reports.iter().all(|r| r.status == "pass")

@@ -57,6 +57,7 @@ fn tensor(init: &Initializer) -> pb::TensorProto {
     // raw_data (little-endian) keeps large initializers compact and fast to parse.
     let raw_data = match &init.data {
         TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        TensorData::F16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         TensorData::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
     };
     pb::TensorProto {

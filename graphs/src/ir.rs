@@ -162,6 +162,8 @@ pub struct Node {
 #[derive(Debug, Clone, PartialEq)]
 pub enum TensorData {
     F32(Vec<f32>),
+    /// IEEE half precision, as bits
+    F16(Vec<u16>),
     I64(Vec<i64>),
 }
 
@@ -176,12 +178,14 @@ impl Initializer {
     pub fn dtype(&self) -> DType {
         match self.data {
             TensorData::F32(_) => DType::F32,
+            TensorData::F16(_) => DType::F16,
             TensorData::I64(_) => DType::I64,
         }
     }
     pub fn byte_len(&self) -> usize {
         match &self.data {
             TensorData::F32(v) => v.len() * 4,
+            TensorData::F16(v) => v.len() * 2,
             TensorData::I64(v) => v.len() * 8,
         }
     }

@@ -9,6 +9,7 @@
 
 pub mod eager;
 pub mod error;
+pub mod fp16;
 pub mod ir;
 pub mod ops;
 pub mod prefixed;

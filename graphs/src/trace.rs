@@ -155,6 +155,7 @@ impl TraceOps {
     fn initializer(&self, name: String, dims: Vec<usize>, data: TensorData) -> Traced {
         let dtype = match data {
             TensorData::F32(_) => DType::F32,
+            TensorData::F16(_) => DType::F16,
             TensorData::I64(_) => DType::I64,
         };
         let shape = dims.iter().map(|&d| Dim::Known(d)).collect();
