@@ -447,6 +447,26 @@ fn bad_inputs_give_one_line_errors_and_nonzero_exit() {
         s(&p("g/reference.safetensors")),
     ]);
     assert_eq!(code, 2);
+    // NaN in an ONNX weight is refused before any runtime runs
+    let mut m = flashctl_exporters::decode_model(&g).unwrap();
+    let w = m
+        .graph
+        .as_mut()
+        .unwrap()
+        .initializer
+        .iter_mut()
+        .find(|t| t.raw_data.len() >= 8 && t.data_type == 1)
+        .unwrap();
+    w.raw_data[4..8].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(p("g/nan.onnx"), flashctl_exporters::encode_model(&m)).unwrap();
+    let (code, err) = fails(&[
+        "validate",
+        s(&p("g/nan.onnx")),
+        "--reference",
+        s(&p("g/reference.safetensors")),
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("NaN or Inf (element 1)"), "{err}");
     // a runtime that is not built in is reported unavailable, never a pass
     let o = flashctl(&[
         "validate",

@@ -14,8 +14,27 @@ const RANDOM_OPS: &[&str] = &[
     "Bernoulli",
 ];
 
+/// Index of the first NaN/Inf of a float32/float16 initializer (raw or typed data).
+fn first_non_finite(t: &pb::TensorProto) -> Option<usize> {
+    use pb::tensor_proto::DataType;
+    match DataType::try_from(t.data_type) {
+        Ok(DataType::Float) if !t.raw_data.is_empty() => t
+            .raw_data
+            .chunks_exact(4)
+            .position(|c| !f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite()),
+        Ok(DataType::Float) => t.float_data.iter().position(|v| !v.is_finite()),
+        // fp16: exponent bits all ones is Inf or NaN
+        Ok(DataType::Float16) if !t.raw_data.is_empty() => t
+            .raw_data
+            .chunks_exact(2)
+            .position(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7c00 == 0x7c00),
+        _ => None,
+    }
+}
+
 /// Opset >= 17, default-domain ops only, no random ops, no duplicated initializer names, every
-/// graph input and output typed, every node input produced before use.
+/// graph input and output typed, every node input produced before use, every float initializer
+/// finite.
 pub fn check_structure(m: &pb::ModelProto) -> Result<()> {
     let bad = |s: String| Err(ExportError::Structure(s));
     let opset = m
@@ -36,6 +55,12 @@ pub fn check_structure(m: &pb::ModelProto) -> Result<()> {
     for i in &g.initializer {
         if !known.insert(i.name.as_str()) {
             return bad(format!("initializer `{}` is duplicated", i.name));
+        }
+        if let Some(k) = first_non_finite(i) {
+            return bad(format!(
+                "initializer `{}` holds NaN or Inf (element {k})",
+                i.name
+            ));
         }
     }
     for v in g.input.iter().chain(g.output.iter()) {
