@@ -2,8 +2,9 @@
 
 Usage: python3 scripts/check_export.py PATH/model.onnx
 Checks: onnx.checker.check_model(full_check=True); the graph runs in onnxruntime (Python) on the
-inputs stored in reference.safetensors and matches the eager outputs to 1e-4; initializer bytes
-are within 5% of the denoiser's parameter bytes (manifest.json).
+inputs stored in reference.safetensors and matches the eager outputs to 1e-4 (fp32) or 1e-2
+(fp16 exports, per manifest.json); initializer bytes are within 5% of the denoiser's parameter
+bytes (fp16: of half of them).
 """
 import json
 import os
@@ -28,5 +29,8 @@ init_bytes = sum(onnx.numpy_helper.to_array(t).nbytes for t in model.graph.initi
 ratio = init_bytes / manifest["denoiser_parameter_bytes"]
 print(f"check_export: onnx.checker full_check ok; onnxruntime {ort.__version__} max abs err {err:.3e}; "
       f"initializer bytes {init_bytes} = {ratio:.4f} x denoiser parameters")
-assert err <= 1e-4, f"parity {err} > 1e-4"
-assert ratio <= 1.05, f"initializers {ratio:.3f}x the denoiser's parameters"
+fp16 = manifest.get("precision") == "fp16"
+limit = 1e-2 if fp16 else 1e-4
+assert np.isfinite(image).all(), "NaN/Inf in the output"
+assert err <= limit, f"parity {err} > {limit}"
+assert ratio <= (0.55 if fp16 else 1.05), f"initializers {ratio:.3f}x the denoiser's parameters"

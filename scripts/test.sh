@@ -13,6 +13,9 @@ trap 'rm -rf "$tmp"' EXIT
 cargo run --release --quiet -- teacher train --dataset checkerboard --preset tiny --iters 50 --out "$tmp/teacher" >/dev/null
 cargo run --release --quiet -- export --model "$tmp/teacher" --steps 4 --out "$tmp/export/model.onnx" >/dev/null
 PYTHONPATH=.cache/py python3 scripts/check_export.py "$tmp/export/model.onnx"
+# the fp16 export of the same teacher: a valid ONNX model that onnxruntime runs within 1e-2
+cargo run --release --quiet -- export --model "$tmp/teacher" --steps 4 --precision fp16 --out "$tmp/export16/model.onnx" >/dev/null
+PYTHONPATH=.cache/py python3 scripts/check_export.py "$tmp/export16/model.onnx"
 # and a distilled 2-step Imagine Flash student, noise correction in the graph
 cargo run --release --quiet -- distill --teacher "$tmp/teacher" --steps 2 --iters 20 --out "$tmp/student" >/dev/null
 cargo run --release --quiet -- export --model "$tmp/student" --out "$tmp/student_export/model.onnx" >/dev/null
