@@ -41,6 +41,84 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Train a small teacher on built-in data, sample, export a 4-step sampler, validate it.
     Demo(DemoArgs),
+    /// Build a deployment bundle: the exported graph, an engine for one target (through the
+    /// engine cache), manifest.json with signature, hashes, parity and latency, and a README.
+    Build(BuildArgs),
+    /// Deployment bundles: verify one on this machine.
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+    /// Latency and throughput per batch size: the student's exported graph vs one denoiser call
+    /// and the teacher's N-step sampler step by step, in one runtime.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    /// tract (NNEF archive), ort-cpu (ORT-optimised model), ort-cuda, tensorrt
+    #[arg(long)]
+    pub target: String,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// unrolled sampler steps (default: the model's)
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// fp32 or fp16 (see `export --precision`)
+    #[arg(long, default_value = "fp32")]
+    pub precision: String,
+    /// engine cache (default $XDG_CACHE_HOME/flashctl/engines or ~/.cache/flashctl/engines)
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// timed runs for the latency recorded in the manifest
+    #[arg(long, default_value_t = 20)]
+    pub runs: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BundleCommand {
+    /// Re-check every file's sha256 against manifest.json (exit 1 naming a tampered file), then
+    /// re-run each engine's parity on this machine.
+    Verify(BundleVerifyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BundleVerifyArgs {
+    pub bundle: PathBuf,
+    #[arg(long, default_value_t = 10)]
+    pub runs: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// the student (or any model) whose exported sampler graph is benchmarked
+    #[arg(long)]
+    pub model: PathBuf,
+    /// a teacher to compare against, run step by step
+    #[arg(long)]
+    pub teacher: Option<PathBuf>,
+    #[arg(long, default_value_t = 50)]
+    pub teacher_steps: usize,
+    /// tract, ort-cpu, ort-cuda
+    #[arg(long, default_value = "tract")]
+    pub runtime: String,
+    /// batch sizes, comma separated
+    #[arg(long, default_value = "1,8,64", value_delimiter = ',')]
+    pub batch: Vec<usize>,
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 20)]
+    pub runs: usize,
+    /// where bench.json and latency.png go
+    #[arg(long, default_value = "runs/bench")]
+    pub out: PathBuf,
+    /// print the JSON report instead of the table
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,7 +1,9 @@
 //! flashctl: distil diffusion teachers into few-step students, export the whole sampler as one
 //! ONNX graph, and validate it across runtimes. See docs/architecture.md for the crate map.
 
+pub mod bench;
 pub mod bisect;
+pub mod bundle;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;

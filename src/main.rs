@@ -250,6 +250,82 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 Outcome::ParityFailure
             })
         }
+        Command::Build(a) => {
+            let o = flashctl::bundle::BuildOptions {
+                model: a.model,
+                target: a.target,
+                out: a.out.clone(),
+                steps: a.steps,
+                precision: a.precision.parse().map_err(BadInput)?,
+                cache_dir: a
+                    .cache_dir
+                    .unwrap_or_else(flashctl::bundle::default_cache_dir),
+                runs: a.runs,
+            };
+            let m = flashctl::bundle::build(&o)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&m)?);
+            } else {
+                let e = &m.engines[0];
+                println!(
+                    "bundle {} ({} engine, {}; cache {}): parity max abs {:.3e}, p50 {:.3} ms, {} files hashed",
+                    a.out.display(),
+                    e.target,
+                    e.runtime,
+                    e.cache,
+                    e.parity.iter().fold(0f64, |m, s| m.max(s.max_abs)),
+                    e.latency_ms.get("p50").copied().unwrap_or(f64::NAN),
+                    m.files.len()
+                );
+            }
+            Ok(Outcome::Ok)
+        }
+        Command::Bundle(flashctl::cli::BundleCommand::Verify(a)) => {
+            let r = flashctl::bundle::verify(&a.bundle, a.runs)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else if let Some(t) = &r.tampered {
+                println!("bundle verify {}: FAIL: {t}", r.bundle);
+            } else {
+                for e in &r.engines {
+                    println!(
+                        "bundle verify {}: {} files ok; {} engine parity {} (max abs {:.3e}) on {}",
+                        r.bundle,
+                        r.files_checked,
+                        e.target,
+                        if e.parity_passed { "pass" } else { "FAIL" },
+                        e.parity.iter().fold(0f64, |m, s| m.max(s.max_abs)),
+                        e.device
+                    );
+                }
+            }
+            if let Some(t) = &r.tampered {
+                eprintln!("error: tampered bundle: {t}");
+            }
+            Ok(if r.passed {
+                Outcome::Ok
+            } else {
+                Outcome::ParityFailure
+            })
+        }
+        Command::Bench(a) => {
+            let r = flashctl::bench::bench(&flashctl::bench::BenchOptions {
+                model: a.model,
+                teacher: a.teacher,
+                teacher_steps: a.teacher_steps,
+                runtime: a.runtime,
+                batches: a.batch,
+                warmup: a.warmup,
+                runs: a.runs,
+                out: a.out,
+            })?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                flashctl::bench::print(&r);
+            }
+            Ok(Outcome::Ok)
+        }
         Command::Demo(a) => Ok(if demo::run(&a)? {
             Outcome::Ok
         } else {

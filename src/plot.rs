@@ -120,3 +120,48 @@ pub fn image_grid(path: &Path, data: &[f32], shape: [usize; 4], cols: usize) -> 
     img.save_with_format(&tmp, image::ImageFormat::Png)?;
     finish(&tmp, path)
 }
+
+/// p50 latency (log10 ms) against batch size (log2), one line per series; the numbers are in
+/// the bench JSON written beside it.
+pub fn latency_vs_batch(path: &Path, series: &[(&str, &[crate::bench::Latency])]) -> Result<()> {
+    let points: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|(_, s)| {
+            s.iter()
+                .map(|l| ((l.batch as f64).log2(), l.p50_ms.max(1e-6).log10()))
+        })
+        .collect();
+    if points.is_empty() {
+        return Ok(());
+    }
+    let (x0, x1) = points
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |a, p| {
+            (a.0.min(p.0), a.1.max(p.0))
+        });
+    let (y0, y1) = points
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |a, p| {
+            (a.0.min(p.1), a.1.max(p.1))
+        });
+    let tmp = tmp_of(path);
+    {
+        let root = BitMapBackend::new(&tmp, (640, 400)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(20)
+            .build_cartesian_2d((x0 - 0.2)..(x1 + 0.2).max(x0 + 0.5), (y0 - 0.1)..(y1 + 0.1))?;
+        let colors = [BLUE, RED, BLACK, GREEN];
+        for (i, (_, s)) in series.iter().enumerate() {
+            let c = colors[i % colors.len()];
+            let pts: Vec<(f64, f64)> = s
+                .iter()
+                .map(|l| ((l.batch as f64).log2(), l.p50_ms.max(1e-6).log10()))
+                .collect();
+            chart.draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?;
+            chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 4, c.filled())))?;
+        }
+        root.present()?;
+    }
+    finish(&tmp, path)
+}

@@ -4,6 +4,7 @@
 //! `onnxruntime` wheel), found through `ORT_DYLIB_PATH`; a runtime that cannot load is reported
 //! as unavailable with its reason, never as a pass.
 
+pub mod engines;
 pub mod error;
 pub mod ort_runtime;
 pub mod parity;

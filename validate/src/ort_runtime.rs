@@ -58,6 +58,16 @@ fn environment() -> std::result::Result<&'static ort::environment::Environment, 
     env.as_ref().map_err(|e| e.clone())
 }
 
+/// Load ONNX Runtime (once); the error says why it cannot be.
+pub fn ensure_environment() -> Result<()> {
+    environment()
+        .map(|_| ())
+        .map_err(|reason| ValidateError::Unavailable {
+            runtime: "ort".into(),
+            reason,
+        })
+}
+
 pub struct OrtRuntime {
     name: &'static str,
     session: Option<Session>,
@@ -111,6 +121,41 @@ impl OrtRuntime {
             v.push(ort::ep::CPU::default().build().error_on_failure());
         }
         v
+    }
+
+    /// ORT's offline optimisation: the graph optimised at the `extended` level (portable across
+    /// machines of the same execution provider) written to `out`. For TensorRT the provider's
+    /// engine cache goes to `engine_dir` (fp16 engines with `fp16`).
+    pub fn write_optimized(
+        &self,
+        onnx: &[u8],
+        out: &std::path::Path,
+        fp16: bool,
+        engine_dir: &std::path::Path,
+    ) -> Result<()> {
+        let _ = (fp16, engine_dir);
+        let mut providers = self.providers();
+        #[cfg(feature = "ort-tensorrt")]
+        if self.name == "ort-tensorrt" {
+            providers = vec![ort::ep::TensorRT::default()
+                .with_engine_cache(true)
+                .with_engine_cache_path(engine_dir.display().to_string())
+                .with_fp16(fp16)
+                .build()
+                .error_on_failure()];
+        }
+        let env = environment().map_err(|e| self.fail(e))?;
+        Session::builder(env)
+            .map_err(|e| self.fail(e))?
+            .with_execution_providers(std::mem::take(&mut providers))
+            .map_err(|e| self.fail(e))?
+            .with_optimization_level(ort::session::builder::GraphOptimizationLevel::Level2)
+            .map_err(|e| self.fail(e))?
+            .with_optimized_model_path(out)
+            .map_err(|e| self.fail(e))?
+            .commit_from_memory(onnx)
+            .map_err(|e| self.fail(e))?;
+        Ok(())
     }
 
     fn fail(&self, e: impl std::fmt::Display) -> ValidateError {

@@ -1,10 +1,15 @@
 //! Parity statistics between a runtime's output and the eager reference.
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// JSON has no infinity: serde_json writes it as null, read back here as infinity.
+fn null_as_inf<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
+}
 
 /// An absolute + relative tolerance, |a - b| <= atol + rtol * |b| elementwise, and the fraction
 /// of elements allowed outside it (never NaN/Inf: those always fail).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Tolerance {
     pub atol: f64,
     pub rtol: f64,
@@ -56,7 +61,7 @@ impl Tolerance {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ParityStats {
     pub output: String,
     pub elements: usize,
@@ -71,6 +76,7 @@ pub struct ParityStats {
     pub min_passing_atol: f64,
     /// the smallest rtol that would have passed with this atol (infinite when an element with
     /// reference value 0 is beyond atol)
+    #[serde(deserialize_with = "null_as_inf")]
     pub min_passing_rtol: f64,
     /// count of NaN or Inf in the runtime output
     pub non_finite: usize,

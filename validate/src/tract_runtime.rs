@@ -12,11 +12,54 @@ pub struct TractRuntime {
     plan: Option<Plan>,
     input_names: Vec<String>,
     output_names: Vec<String>,
+    /// `prepare` takes an NNEF tar (a bundle's tract engine) instead of ONNX
+    nnef: bool,
 }
 
 impl TractRuntime {
     pub fn new() -> Self {
         Self::default()
+    }
+    /// A runtime whose `prepare` loads an NNEF archive written by
+    /// [`crate::engines::tract_nnef_from_onnx`], with tract-nnef alone (as an edge device would).
+    pub fn nnef() -> Self {
+        Self {
+            nnef: true,
+            ..Self::default()
+        }
+    }
+
+    fn prepare_nnef(&mut self, tar: &[u8]) -> Result<()> {
+        let model = tract_nnef::nnef()
+            .model_for_read(&mut std::io::Cursor::new(tar))
+            .map_err(fail)?;
+        // NNEF keeps graph outputs as outlet labels (the node may be named after its op)
+        let name_of = |o: &OutletId| {
+            model
+                .outlet_label(*o)
+                .map(String::from)
+                .unwrap_or_else(|| model.node(o.node).name.clone())
+        };
+        self.input_names = model
+            .input_outlets()
+            .map_err(fail)?
+            .iter()
+            .map(name_of)
+            .collect();
+        self.output_names = model
+            .output_outlets()
+            .map_err(fail)?
+            .iter()
+            .map(name_of)
+            .collect();
+        self.plan = Some(
+            model
+                .into_optimized()
+                .map_err(fail)?
+                .into_runnable()
+                .map_err(fail)?,
+        );
+        Ok(())
     }
 }
 
@@ -40,6 +83,9 @@ impl Runtime for TractRuntime {
     }
 
     fn prepare(&mut self, onnx: &[u8], example_inputs: &[HostTensor]) -> Result<()> {
+        if self.nnef {
+            return self.prepare_nnef(onnx);
+        }
         let model = tract_onnx::onnx()
             .model_for_read(&mut std::io::Cursor::new(onnx))
             .map_err(fail)?;
@@ -95,6 +141,9 @@ impl Runtime for TractRuntime {
     }
 
     fn provider(&self) -> String {
+        if self.nnef {
+            return "tract-nnef 0.23 (CPU)".into();
+        }
         "tract-onnx 0.23 (CPU)".into()
     }
 }

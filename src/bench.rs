@@ -1,0 +1,339 @@
+//! `flashctl bench`: latency (warm-up, then p50/p90/p99 over N runs) and throughput per batch
+//! size, in one runtime, for the student's exported K-step graph, one student denoiser call, and
+//! the teacher's N-step sampler run step by step (one exported denoiser call per step, the DDIM
+//! update on the host, as a deployment without flashctl's unrolled graph would run it).
+//!
+//! `speedup` = teacher N-step latency / student graph latency (same runtime and batch);
+//! `unroll_overhead` = student K-step graph latency / (K x one student denoiser call).
+
+use crate::checkpoint;
+use crate::export::{self, Precision};
+use crate::sampler::{SamplerKind, StepPlan};
+use crate::validation::{make_runtime, BadInput};
+use anyhow::{Context, Result};
+use candle_core::Device;
+use flashctl_validate::{HostData, HostTensor, Runtime};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+pub struct BenchOptions {
+    pub model: PathBuf,
+    pub teacher: Option<PathBuf>,
+    pub teacher_steps: usize,
+    pub runtime: String,
+    pub batches: Vec<usize>,
+    pub warmup: usize,
+    pub runs: usize,
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub batch: usize,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub mean_ms: f64,
+    /// samples per second at p50
+    pub throughput: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Series {
+    pub what: String,
+    pub model: String,
+    pub steps: usize,
+    pub per_batch: Vec<Latency>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Ratio {
+    pub batch: usize,
+    pub speedup: Option<f64>,
+    pub unroll_overhead: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub runtime: String,
+    pub provider: String,
+    pub device: String,
+    pub warmup: usize,
+    pub runs: usize,
+    pub student: Series,
+    pub student_call: Series,
+    pub teacher: Option<Series>,
+    /// at the first batch size; per batch below
+    pub speedup: Option<f64>,
+    pub unroll_overhead: f64,
+    pub per_batch: Vec<Ratio>,
+    pub png: String,
+}
+
+fn stats(batch: usize, mut t: Vec<f64>) -> Latency {
+    t.sort_by(|a, b| a.total_cmp(b));
+    let q = |p: f64| t[((t.len() as f64 - 1.0) * p).round() as usize];
+    let p50 = q(0.5);
+    Latency {
+        batch,
+        p50_ms: p50,
+        p90_ms: q(0.9),
+        p99_ms: q(0.99),
+        mean_ms: t.iter().sum::<f64>() / t.len() as f64,
+        throughput: batch as f64 / (p50 / 1e3),
+    }
+}
+
+fn timed(warmup: usize, runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut t = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t0 = std::time::Instant::now();
+        f()?;
+        t.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(t)
+}
+
+/// Seeded inputs of a graph at `batch`: noise / x (normal), t (the middle timestep), labels.
+fn inputs_for(graph: &Path, batch: usize) -> Result<Vec<HostTensor>> {
+    let m = flashctl_exporters::decode_model(&std::fs::read(graph)?)?;
+    let manifest: export::Manifest = serde_json::from_str(&std::fs::read_to_string(
+        graph.with_file_name(export::MANIFEST_FILE),
+    )?)?;
+    let d = &manifest.model.denoiser;
+    let (noise, labels) = export::seeded_noise(&d.sample_shape(), d.num_classes(), batch, 7)?;
+    let mut out = vec![];
+    for i in &m.graph.unwrap().input {
+        let shape = |t: &candle_core::Tensor| t.dims().to_vec();
+        out.push(match i.name.as_str() {
+            "noise" | "x" => {
+                HostTensor::f32(&i.name, shape(&noise), noise.flatten_all()?.to_vec1()?)
+            }
+            "t" => HostTensor::f32(&i.name, vec![batch], vec![500.0; batch]),
+            "class_labels" => {
+                let l = labels.as_ref().context("labels")?;
+                HostTensor::i64(&i.name, shape(l), l.to_vec1()?)
+            }
+            other => anyhow::bail!("graph input `{other}` is not one flashctl exports"),
+        });
+    }
+    Ok(out)
+}
+
+fn prepared(runtime: &str, graph: &Path, example: &[HostTensor]) -> Result<Box<dyn Runtime>> {
+    let mut rt = make_runtime(runtime, graph).map_err(|e| BadInput(e.to_string()))?;
+    rt.prepare(&std::fs::read(graph)?, example)?;
+    Ok(rt)
+}
+
+/// One DDIM step on the host (the teacher's step-by-step loop).
+fn host_step(s: &StepPlan, x: &[f32], out: &[f32]) -> Vec<f32> {
+    x.iter()
+        .zip(out)
+        .map(|(&x, &o)| {
+            let mut x0 = s.x0_x * x + s.x0_out * o;
+            if let Some(r) = s.clip {
+                x0 = x0.clamp(-r, r);
+            }
+            let eps = s.eps_x * x + s.eps_out * o;
+            s.next_x * x + s.next_x0 * x0 + s.next_eps * eps
+        })
+        .collect()
+}
+
+pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
+    if o.batches.is_empty() || o.batches.contains(&0) || o.runs == 0 {
+        anyhow::bail!(BadInput("--batch sizes and --runs must be positive".into()));
+    }
+    std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
+    let work = tempfile_dir(&o.out)?;
+    let student = checkpoint::load(&o.model, &Device::Cpu)?;
+    let k = student.config.sampler_plan(None, None)?.steps.len();
+    let g_student = work.join("student/model.onnx");
+    export::export(&o.model, None, None, Precision::Fp32, &g_student)?;
+    let g_call = work.join("student_call/model.onnx");
+    export::export_denoiser(&o.model, Precision::Fp32, &g_call)?;
+    let teacher = match &o.teacher {
+        Some(t) => {
+            let g = work.join("teacher_call/model.onnx");
+            export::export_denoiser(t, Precision::Fp32, &g)?;
+            let m = checkpoint::load(t, &Device::Cpu)?;
+            let plan = m
+                .config
+                .sampler_plan(Some(o.teacher_steps), Some(SamplerKind::Ddim))?;
+            Some((t.clone(), g, plan))
+        }
+        None => None,
+    };
+    let b0 = o.batches[0];
+    let mut rt_student = prepared(&o.runtime, &g_student, &inputs_for(&g_student, b0)?)?;
+    let mut rt_call = prepared(&o.runtime, &g_call, &inputs_for(&g_call, b0)?)?;
+    let mut rt_teacher = match &teacher {
+        Some((_, g, _)) => Some(prepared(&o.runtime, g, &inputs_for(g, b0)?)?),
+        None => None,
+    };
+    let (mut s_lat, mut c_lat, mut t_lat, mut ratios) = (vec![], vec![], vec![], vec![]);
+    for &b in &o.batches {
+        let si = inputs_for(&g_student, b)?;
+        let s = stats(
+            b,
+            timed(o.warmup, o.runs, || Ok(rt_student.run(&si).map(|_| ())?))?,
+        );
+        let ci = inputs_for(&g_call, b)?;
+        let c = stats(
+            b,
+            timed(o.warmup, o.runs, || Ok(rt_call.run(&ci).map(|_| ())?))?,
+        );
+        let t = match (&teacher, rt_teacher.as_mut()) {
+            (Some((_, g, plan)), Some(rt)) => {
+                let start = inputs_for(g, b)?;
+                let lat = timed(o.warmup.min(1), o.runs, || {
+                    teacher_loop(rt.as_mut(), plan, &start, b).map(|_| ())
+                })?;
+                Some(stats(b, lat))
+            }
+            _ => None,
+        };
+        ratios.push(Ratio {
+            batch: b,
+            speedup: t.as_ref().map(|t| t.p50_ms / s.p50_ms),
+            unroll_overhead: s.p50_ms / (k as f64 * c.p50_ms),
+        });
+        s_lat.push(s);
+        c_lat.push(c);
+        if let Some(t) = t {
+            t_lat.push(t);
+        }
+    }
+    let png = o.out.join("latency.png");
+    crate::plot::latency_vs_batch(
+        &png,
+        &[
+            ("student graph", &s_lat),
+            (
+                "student call x K",
+                &c_lat
+                    .iter()
+                    .map(|c| Latency {
+                        p50_ms: c.p50_ms * k as f64,
+                        ..c.clone()
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+            ("teacher N-step", &t_lat),
+        ],
+    )?;
+    let report = BenchReport {
+        runtime: o.runtime.clone(),
+        provider: rt_student.provider(),
+        device: crate::bundle::device_name(),
+        warmup: o.warmup,
+        runs: o.runs,
+        student: Series {
+            what: format!("exported {k}-step sampler graph"),
+            model: o.model.display().to_string(),
+            steps: k,
+            per_batch: s_lat,
+        },
+        student_call: Series {
+            what: "one student denoiser call (exported)".into(),
+            model: o.model.display().to_string(),
+            steps: 1,
+            per_batch: c_lat,
+        },
+        teacher: teacher.as_ref().map(|(t, _, _)| Series {
+            what: format!(
+                "teacher DDIM-{} step by step: exported denoiser call + host update",
+                o.teacher_steps
+            ),
+            model: t.display().to_string(),
+            steps: o.teacher_steps,
+            per_batch: t_lat,
+        }),
+        speedup: ratios[0].speedup,
+        unroll_overhead: ratios[0].unroll_overhead,
+        per_batch: ratios,
+        png: png.display().to_string(),
+    };
+    checkpoint::write_atomic(
+        &o.out.join("bench.json"),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(report)
+}
+
+/// The teacher's N-step DDIM: one runtime call per step, the update on the host.
+fn teacher_loop(
+    rt: &mut dyn Runtime,
+    plan: &crate::sampler::SamplerPlan,
+    start: &[HostTensor],
+    batch: usize,
+) -> Result<Vec<f32>> {
+    let x_in = start.iter().find(|t| t.name == "x").context("x")?;
+    let HostData::F32(mut x) = x_in.data.clone() else {
+        anyhow::bail!("x is not float32");
+    };
+    if plan.init_sigma != 1.0 {
+        x.iter_mut().for_each(|v| *v *= plan.init_sigma);
+    }
+    let labels = start.iter().find(|t| t.name == "class_labels").cloned();
+    for s in &plan.steps {
+        let xin: Vec<f32> = x.iter().map(|v| v * s.in_scale).collect();
+        let mut inputs = vec![
+            HostTensor::f32("x", x_in.shape.clone(), xin),
+            HostTensor::f32("t", vec![batch], vec![s.t as f32; batch]),
+        ];
+        inputs.extend(labels.clone());
+        let out = rt.run(&inputs)?;
+        let HostData::F32(o) = &out[0].data else {
+            anyhow::bail!("denoiser output is not float32");
+        };
+        x = host_step(s, &x, o);
+    }
+    Ok(x)
+}
+
+fn tempfile_dir(base: &Path) -> Result<PathBuf> {
+    let d = base.join(format!(".work.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+pub fn print(r: &BenchReport) {
+    println!(
+        "bench on {} ({}), {}; warm-up {}, {} runs",
+        r.runtime, r.provider, r.device, r.warmup, r.runs
+    );
+    println!(
+        "{:>6} {:>14} {:>14} {:>14} {:>14} {:>10} {:>10}",
+        "batch", "student p50", "student p99", "call p50", "teacher p50", "speedup", "unroll"
+    );
+    for (i, ratio) in r.per_batch.iter().enumerate() {
+        let s = &r.student.per_batch[i];
+        let c = &r.student_call.per_batch[i];
+        let t = r
+            .teacher
+            .as_ref()
+            .map(|t| format!("{:.3} ms", t.per_batch[i].p50_ms))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:>6} {:>11.3} ms {:>11.3} ms {:>11.3} ms {:>14} {:>10} {:>10.3}",
+            ratio.batch,
+            s.p50_ms,
+            s.p99_ms,
+            c.p50_ms,
+            t,
+            ratio
+                .speedup
+                .map(|x| format!("{x:.1}x"))
+                .unwrap_or_else(|| "-".into()),
+            ratio.unroll_overhead
+        );
+    }
+    println!("latency plot: {}", r.png);
+}

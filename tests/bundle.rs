@@ -1,0 +1,161 @@
+//! `flashctl build`, `bundle verify` and `bench` end to end on the fixture models.
+
+mod common;
+
+use common::{fails, flashctl, ok, s};
+use std::path::Path;
+
+fn model(name: &str) -> std::path::PathBuf {
+    common::root().join("fixtures/models").join(name)
+}
+
+fn build(target: &str, out: &Path, cache: &Path) -> serde_json::Value {
+    let json = ok(&[
+        "build",
+        "--model",
+        s(&model("mlp_if2")),
+        "--target",
+        target,
+        "--out",
+        s(out),
+        "--cache-dir",
+        s(cache),
+        "--runs",
+        "3",
+        "--json",
+    ]);
+    serde_json::from_str(&json).unwrap()
+}
+
+fn flip_byte(path: &Path) {
+    let mut b = std::fs::read(path).unwrap();
+    let i = b.len() / 2;
+    b[i] ^= 0x40;
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn tract_bundle_builds_verifies_caches_and_detects_tampering() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let bundle = tmp.path().join("bundle");
+    let m = build("tract", &bundle, &cache);
+    let e = &m["engines"][0];
+    assert_eq!(e["cache"], "miss");
+    assert_eq!(e["parity_passed"], true, "{m:#}");
+    assert!(e["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+    for f in [
+        "README.md",
+        "onnx/model.onnx",
+        "onnx/reference.safetensors",
+        "engines/tract/model.nnef.tar",
+    ] {
+        assert!(m["files"][f].is_string(), "{f} hashed: {m:#}");
+        assert!(bundle.join(f).is_file());
+    }
+    assert_eq!(m["inputs"][0]["name"], "noise");
+    assert!(m["postprocessing"].as_str().unwrap().contains("points"));
+    ok(&["bundle", "verify", s(&bundle)]);
+    // same graph, runtime, device, flags: the cached engine is used
+    let again = build("tract", &tmp.path().join("bundle2"), &cache);
+    assert_eq!(again["engines"][0]["cache"], "hit");
+    // a corrupted cache entry is rebuilt, never used
+    let entry = cache.join(&again["engines"][0]["cache_key"].as_str().unwrap()[..16]);
+    flip_byte(&entry.join("model.nnef.tar"));
+    let rebuilt = build("tract", &tmp.path().join("bundle3"), &cache);
+    let status = rebuilt["engines"][0]["cache"].as_str().unwrap();
+    assert!(status.starts_with("stale: model.nnef.tar"), "{status}");
+    // a foreign entry (another runtime version under this key's name) is rebuilt too
+    let ej = entry.join("entry.json");
+    let text = std::fs::read_to_string(&ej).unwrap();
+    std::fs::write(&ej, text.replace("tract 0.23", "tract 0.22")).unwrap();
+    let foreign = build("tract", &tmp.path().join("bundle4"), &cache);
+    let status = foreign["engines"][0]["cache"].as_str().unwrap();
+    assert!(
+        status.starts_with("stale: entry built for another"),
+        "{status}"
+    );
+    // a changed byte in the engine fails verify, naming the file
+    flip_byte(&bundle.join("engines/tract/model.nnef.tar"));
+    let o = flashctl(&["bundle", "verify", s(&bundle)]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("engines/tract/model.nnef.tar"), "{err}");
+    // an unknown target and an unavailable provider are one-line errors, exit 2
+    let (code, _) = fails(&[
+        "build",
+        "--model",
+        s(&model("mlp_if2")),
+        "--target",
+        "coreml",
+        "--out",
+        s(&tmp.path().join("x")),
+    ]);
+    assert_eq!(code, 2);
+    let (code, err) = fails(&[
+        "build",
+        "--model",
+        s(&model("mlp_if2")),
+        "--target",
+        "ort-cuda",
+        "--out",
+        s(&tmp.path().join("y")),
+        "--cache-dir",
+        s(&cache),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(!tmp.path().join("y").exists(), "nothing written on failure");
+}
+
+#[test]
+fn ort_cpu_bundle_builds_and_verifies() {
+    if !common::ort_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = tmp.path().join("b");
+    let m = build("ort-cpu", &bundle, &tmp.path().join("cache"));
+    assert_eq!(m["engines"][0]["parity_passed"], true, "{m:#}");
+    assert!(m["engines"][0]["runtime"]
+        .as_str()
+        .unwrap()
+        .starts_with("onnxruntime 1."));
+    assert!(bundle.join("engines/ort-cpu/model.ort.onnx").is_file());
+    let out = ok(&["bundle", "verify", s(&bundle), "--json"]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["passed"], true, "{r:#}");
+}
+
+#[test]
+fn bench_reports_speedup_unroll_overhead_and_a_plot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("bench");
+    let json = ok(&[
+        "bench",
+        "--model",
+        s(&model("mlp_if2")),
+        "--teacher",
+        s(&model("mlp_teacher")),
+        "--teacher-steps",
+        "10",
+        "--runtime",
+        "tract",
+        "--batch",
+        "1,4",
+        "--warmup",
+        "1",
+        "--runs",
+        "3",
+        "--out",
+        s(&out),
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(r["speedup"].as_f64().unwrap() > 0.0, "{r:#}");
+    assert!(r["unroll_overhead"].as_f64().unwrap() > 0.0);
+    assert_eq!(r["per_batch"].as_array().unwrap().len(), 2);
+    assert_eq!(r["student"]["steps"], 2);
+    let t = &r["teacher"]["per_batch"][1];
+    assert!(t["p99_ms"].as_f64().unwrap() >= t["p50_ms"].as_f64().unwrap());
+    assert!(out.join("latency.png").is_file() && out.join("bench.json").is_file());
+}
