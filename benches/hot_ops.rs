@@ -42,7 +42,8 @@ fn tract_sampler(c: &mut Criterion) {
         &graph,
     )
     .unwrap();
-    let reference = flashctl::validation::load_reference(&dir.join("reference.safetensors")).unwrap();
+    let reference =
+        flashctl::validation::load_reference(&dir.join("reference.safetensors")).unwrap();
     let inputs: Vec<_> = flashctl::validation::host_tensors(&reference)
         .unwrap()
         .into_iter()
@@ -50,7 +51,8 @@ fn tract_sampler(c: &mut Criterion) {
         .collect();
     let mut rt = flashctl_validate::TractRuntime::new();
     use flashctl_validate::Runtime;
-    rt.prepare(&std::fs::read(&graph).unwrap(), &inputs).unwrap();
+    rt.prepare(&std::fs::read(&graph).unwrap(), &inputs)
+        .unwrap();
     c.bench_function("tract 2-step MLP sampler graph, batch 4", |bench| {
         bench.iter(|| rt.run(&inputs).unwrap())
     });

@@ -124,8 +124,10 @@ impl OrtRuntime {
     }
 
     /// ORT's offline optimisation: the graph optimised at the `extended` level (portable across
-    /// machines of the same execution provider) written to `out`. For TensorRT the provider's
-    /// engine cache goes to `engine_dir` (fp16 engines with `fp16`).
+    /// machines of the same execution provider) written to `out`. TensorRT: ORT cannot save a
+    /// model whose nodes the provider compiled, so `out` is the graph itself and the session is
+    /// created with the provider's engine cache in `engine_dir` (fp16 engines with `fp16`); the
+    /// engines appear there when the graph first runs (unverified here: no TensorRT 10 libs).
     pub fn write_optimized(
         &self,
         onnx: &[u8],
@@ -145,12 +147,17 @@ impl OrtRuntime {
                 .error_on_failure()];
         }
         let env = environment().map_err(|e| self.fail(e))?;
-        Session::builder(env)
+        let mut builder = Session::builder(env)
             .map_err(|e| self.fail(e))?
             .with_execution_providers(std::mem::take(&mut providers))
             .map_err(|e| self.fail(e))?
             .with_optimization_level(ort::session::builder::GraphOptimizationLevel::Level2)
-            .map_err(|e| self.fail(e))?
+            .map_err(|e| self.fail(e))?;
+        if self.name == "ort-tensorrt" {
+            builder.commit_from_memory(onnx).map_err(|e| self.fail(e))?;
+            return std::fs::write(out, onnx).map_err(|e| self.fail(e));
+        }
+        builder
             .with_optimized_model_path(out)
             .map_err(|e| self.fail(e))?
             .commit_from_memory(onnx)
