@@ -52,9 +52,10 @@ const CASES: &[Case] = &[
     case("mlp_kdm", "fixtures/models/mlp_kdm", None),
     // eps prediction: step 0 forms x0 = (x - sqrt(1-ab) eps) / sqrt(ab) at t = 999, which
     // multiplies the denoiser's ~1e-7 rounding by 1/sqrt(ab_999) ~ 157 (`validate --bisect
-    // --atol 1e-5` names step0/Clip_0, after 487 matching nodes); measured tract 1.4e-5
+    // --atol 1e-5` names step0/Clip_0, after 487 matching nodes); measured tract 1.4e-5 here,
+    // the bound leaves room for other CPUs' kernels (still 2x inside validate's fp32 atol 1e-4)
     Case {
-        bound: Some(3e-5),
+        bound: Some(5e-5),
         ..case(
             "unet_uncond_eps_ddim2",
             "fixtures/diffusers/unet_uncond_eps",
@@ -90,8 +91,8 @@ const KNOWN_DEVIATIONS: &[(&str, &str, f64)] = &[
     // tract 0.23 computes f16 convolutions in f16 on x86 (ORT CPU inserts fp32 kernels, 2.7e-3);
     // `validate --bisect` names up_blocks.1.resnets.0.norm2/norm_stats/Div_0: a group whose
     // variance is tiny in this random-weight fixture amplifies the conv's fp16 rounding.
-    // Measured 1.95e-2.
-    ("unet_class_vpred_ddim2_fp16", "tract", 3e-2),
+    // Measured 1.95e-2 here; the bound leaves room for other CPUs' f16 kernels.
+    ("unet_class_vpred_ddim2_fp16", "tract", 4e-2),
 ];
 
 const RUNTIMES: &[&str] = &["tract", "ort-cpu", "candle", "ort-cuda", "ort-tensorrt"];
