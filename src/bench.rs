@@ -84,19 +84,6 @@ fn stats(batch: usize, mut t: Vec<f64>) -> Latency {
     }
 }
 
-fn timed(warmup: usize, runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
-    for _ in 0..warmup {
-        f()?;
-    }
-    let mut t = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let t0 = std::time::Instant::now();
-        f()?;
-        t.push(t0.elapsed().as_secs_f64() * 1e3);
-    }
-    Ok(t)
-}
-
 /// Seeded inputs of a graph at `batch`: noise / x (normal), t (the middle timestep), labels.
 fn inputs_for(graph: &Path, batch: usize) -> Result<Vec<HostTensor>> {
     let m = flashctl_exporters::decode_model(&std::fs::read(graph)?)?;
@@ -178,19 +165,13 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
     let (mut s_lat, mut c_lat, mut t_lat, mut ratios) = (vec![], vec![], vec![], vec![]);
     for &b in &o.batches {
         let si = inputs_for(&g_student, b)?;
-        let s = stats(
-            b,
-            timed(o.warmup, o.runs, || Ok(rt_student.run(&si).map(|_| ())?))?,
-        );
+        let s = stats(b, rt_student.time(&si, o.warmup, o.runs)?);
         let ci = inputs_for(&g_call, b)?;
-        let c = stats(
-            b,
-            timed(o.warmup, o.runs, || Ok(rt_call.run(&ci).map(|_| ())?))?,
-        );
+        let c = stats(b, rt_call.time(&ci, o.warmup, o.runs)?);
         let t = match (&teacher, rt_teacher.as_mut()) {
             (Some((_, g, plan)), Some(rt)) => {
                 let start = inputs_for(g, b)?;
-                let lat = timed(o.warmup.min(1), o.runs, || {
+                let lat = flashctl_validate::time_ms(o.warmup.min(1), o.runs, || {
                     teacher_loop(rt.as_mut(), plan, &start, b).map(|_| ())
                 })?;
                 Some(stats(b, lat))

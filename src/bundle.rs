@@ -278,12 +278,7 @@ fn measure(
             .with_context(|| format!("reference has no `{name}`"))?;
         stats.push(compare(name, &a.values_f64(), &e.values_f64(), tol));
     }
-    let mut times = vec![];
-    for _ in 0..runs {
-        let t0 = std::time::Instant::now();
-        rt.run(inputs)?;
-        times.push(t0.elapsed().as_secs_f64() * 1e3);
-    }
+    let mut times = rt.time(inputs, 0, runs)?;
     times.sort_by(|a, b| a.total_cmp(b));
     let mut lat = BTreeMap::new();
     if !times.is_empty() {

@@ -12,6 +12,28 @@ pub trait Runtime {
     fn run(&mut self, inputs: &[HostTensor]) -> Result<Vec<HostTensor>>;
     /// The provider that executed the graph (for ORT: the registered execution provider).
     fn provider(&self) -> String;
+    /// Wall-clock milliseconds of `runs` runs of the prepared graph after `warmup` untimed ones.
+    fn time(&mut self, inputs: &[HostTensor], warmup: usize, runs: usize) -> Result<Vec<f64>> {
+        time_ms(warmup, runs, || self.run(inputs).map(|_| ()))
+    }
+}
+
+/// Milliseconds of `runs` calls of `f` after `warmup` untimed calls; the first error stops it.
+pub fn time_ms<E>(
+    warmup: usize,
+    runs: usize,
+    mut f: impl FnMut() -> std::result::Result<(), E>,
+) -> std::result::Result<Vec<f64>, E> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    (0..runs)
+        .map(|_| {
+            let t0 = std::time::Instant::now();
+            f()?;
+            Ok(t0.elapsed().as_secs_f64() * 1e3)
+        })
+        .collect()
 }
 
 /// Every runtime `validate` knows. `candle`, the eager reference, is built by the flashctl crate
