@@ -45,6 +45,9 @@ pub struct ValidationReport {
 #[derive(Debug, Serialize)]
 pub struct GoldenReport {
     pub file: String,
+    /// the graph differs from the one the golden was blessed for (STEM.json's sha256): the
+    /// outputs are still compared, but a reviewer should know the export changed
+    pub graph_changed: Option<bool>,
     pub runtimes: Vec<RuntimeReport>,
 }
 
@@ -407,8 +410,13 @@ pub fn validate_with(
             for r in reports.iter().filter(|r| r.status != "unavailable") {
                 runtimes.push(run(&g_inputs, &g_tensors, &r.runtime, 0)?);
             }
+            let blessed = std::fs::read_to_string(path.with_extension("json"))
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .and_then(|v| v["graph_sha256"].as_str().map(String::from));
             Some(GoldenReport {
                 file: path.display().to_string(),
+                graph_changed: blessed.map(|b| b != crate::checkpoint::sha256_hex(&bytes)),
                 runtimes,
             })
         }
@@ -522,7 +530,12 @@ pub fn print_table(r: &ValidationReport) {
     );
     print_rows(&r.runtimes);
     if let Some(g) = &r.golden {
-        println!("golden {}", g.file);
+        let note = match g.graph_changed {
+            Some(true) => " (graph changed since the golden was blessed; outputs compared)",
+            Some(false) => " (same graph as blessed)",
+            None => " (no STEM.json: graph provenance unknown)",
+        };
+        println!("golden {}{note}", g.file);
         print_rows(&g.runtimes);
     }
     for b in &r.bisect {

@@ -171,7 +171,8 @@ fn every_case_in_every_available_runtime_matches_reference_and_golden() {
                 .unwrap_or_else(|e| panic!("{} / {rt}: {e:#}", c.name));
             let run = &r.runtimes[0];
             assert_eq!(run.status, "pass", "{} / {rt}: {:?}", c.name, run);
-            let golden = &r.golden.as_ref().unwrap().runtimes[0];
+            let g = r.golden.as_ref().unwrap();
+            let golden = &g.runtimes[0];
             assert_eq!(
                 golden.status, "pass",
                 "{} / {rt} golden: {:?}",
@@ -187,8 +188,17 @@ fn every_case_in_every_available_runtime_matches_reference_and_golden() {
                 s.max_abs
             );
             table.push(format!(
-                "{:<28} {:<13} max abs {:.3e}  rel-to-scale {:.3e}  golden max abs {:.3e}",
-                c.name, rt, s.max_abs, rel, golden.outputs[0].max_abs
+                "{:<28} {:<13} max abs {:.3e}  rel-to-scale {:.3e}  golden max abs {:.3e}{}",
+                c.name,
+                rt,
+                s.max_abs,
+                rel,
+                golden.outputs[0].max_abs,
+                if g.graph_changed == Some(true) {
+                    " (graph changed since blessed)"
+                } else {
+                    ""
+                }
             ));
         }
     }
