@@ -70,9 +70,8 @@ pub struct BenchReport {
     pub png: String,
 }
 
-fn stats(batch: usize, mut t: Vec<f64>) -> Latency {
-    t.sort_by(|a, b| a.total_cmp(b));
-    let q = |p: f64| t[((t.len() as f64 - 1.0) * p).round() as usize];
+fn stats(batch: usize, t: Vec<f64>) -> Latency {
+    let q = |p: f64| flashctl_validate::percentile(&t, p);
     let p50 = q(0.5);
     Latency {
         batch,
@@ -87,9 +86,7 @@ fn stats(batch: usize, mut t: Vec<f64>) -> Latency {
 /// Seeded inputs of a graph at `batch`: noise / x (normal), t (the middle timestep), labels.
 fn inputs_for(graph: &Path, batch: usize) -> Result<Vec<HostTensor>> {
     let m = flashctl_exporters::decode_model(&std::fs::read(graph)?)?;
-    let manifest: export::Manifest = serde_json::from_str(&std::fs::read_to_string(
-        graph.with_file_name(export::MANIFEST_FILE),
-    )?)?;
+    let manifest = export::manifest_beside(graph).map_err(anyhow::Error::msg)?;
     let d = &manifest.model.denoiser;
     let (noise, labels) = export::seeded_noise(&d.sample_shape(), d.num_classes(), batch, 7)?;
     let mut out = vec![];

@@ -15,9 +15,9 @@
 
 use crate::checkpoint::{self, sha256_hex};
 use crate::export::{self, Precision};
-use crate::validation::{self, host_tensors, BadInput};
+use crate::validation::{self, BadInput};
 use anyhow::{bail, Context, Result};
-use flashctl_validate::{compare, HostTensor, ParityStats, Runtime, Tolerance};
+use flashctl_validate::{HostTensor, ParityStats, Runtime, Tolerance};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -266,27 +266,16 @@ fn measure(
     runs: usize,
 ) -> Result<(Vec<ParityStats>, BTreeMap<String, f64>)> {
     let got = rt.run(inputs)?;
-    let mut stats = vec![];
-    for name in outputs {
-        let a = got
-            .iter()
-            .find(|t| &t.name == name)
-            .with_context(|| format!("engine produced no `{name}`"))?;
-        let e = reference
-            .iter()
-            .find(|t| &t.name == name)
-            .with_context(|| format!("reference has no `{name}`"))?;
-        stats.push(compare(name, &a.values_f64(), &e.values_f64(), tol));
+    let (stats, problem) =
+        validation::compare_outputs(outputs, &got, reference, tol, &BTreeMap::new())?;
+    if let Some(p) = problem {
+        bail!("engine: {p}");
     }
-    let mut times = rt.time(inputs, 0, runs)?;
-    times.sort_by(|a, b| a.total_cmp(b));
+    let times = rt.time(inputs, 0, runs)?;
     let mut lat = BTreeMap::new();
     if !times.is_empty() {
-        lat.insert("p50".into(), times[times.len() / 2]);
-        lat.insert(
-            "p90".into(),
-            times[(times.len() * 9 / 10).min(times.len() - 1)],
-        );
+        lat.insert("p50".into(), flashctl_validate::percentile(&times, 0.5));
+        lat.insert("p90".into(), flashctl_validate::percentile(&times, 0.9));
     }
     Ok((stats, lat))
 }
@@ -476,20 +465,8 @@ fn reference_io(bundle: &Path) -> Result<(Vec<HostTensor>, Vec<HostTensor>, Vec<
     let bytes = std::fs::read(&graph).with_context(|| graph.display().to_string())?;
     let m = flashctl_exporters::decode_model(&bytes).map_err(|e| BadInput(e.to_string()))?;
     let g = m.graph.unwrap();
-    let reference = host_tensors(&validation::load_reference(
-        &bundle.join("onnx/reference.safetensors"),
-    )?)?;
-    let inputs = g
-        .input
-        .iter()
-        .map(|i| {
-            reference
-                .iter()
-                .find(|t| t.name == i.name)
-                .cloned()
-                .with_context(|| format!("reference has no input `{}`", i.name))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let (inputs, reference) =
+        validation::reference_for(&bundle.join("onnx/reference.safetensors"), &g)?;
     Ok((
         inputs,
         reference,

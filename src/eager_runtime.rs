@@ -4,7 +4,7 @@
 //! a failing runtime rather than passing silently.
 
 use crate::checkpoint::{self, LoadedModel};
-use crate::export::{Manifest, MANIFEST_FILE};
+use crate::export::{manifest_beside, Manifest};
 use crate::network::Network;
 use candle_core::{Device, Tensor};
 use flashctl_graphs::EagerOps;
@@ -21,29 +21,13 @@ impl ExportedModel {
     /// The `manifest.json` beside `graph` (it must describe that graph) and its model directory;
     /// the error says why the eager path cannot be rebuilt.
     pub fn open(graph: &Path) -> Result<Self, String> {
-        let dir = graph.parent().unwrap_or(Path::new("."));
-        let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            format!(
-                "{}: {e} (the eager path reruns the model an export's manifest names)",
-                path.display()
-            )
+        let manifest = manifest_beside(graph).map_err(|e| {
+            format!("{e} (the eager path reruns the model an export's manifest names)")
         })?;
-        let manifest: Manifest = serde_json::from_str(&text)
-            .map_err(|e| format!("{}: not a flashctl export manifest: {e}", path.display()))?;
-        let file = graph.file_name().map(|f| f.to_string_lossy().to_string());
-        if file.as_deref() != Some(manifest.graph.as_str()) {
-            return Err(format!(
-                "{} describes {}, not {}",
-                path.display(),
-                manifest.graph,
-                graph.display()
-            ));
-        }
         let model_dir = manifest.model_dir.clone().ok_or_else(|| {
             format!(
-                "{} names no model directory (exported by an older flashctl)",
-                path.display()
+                "the manifest of {} names no model directory (exported by an older flashctl)",
+                graph.display()
             )
         })?;
         let model = checkpoint::load(Path::new(&model_dir), &Device::Cpu)

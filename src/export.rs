@@ -66,6 +66,24 @@ fn fp32() -> String {
     "fp32".into()
 }
 
+/// The `manifest.json` beside `graph`, which must describe that graph; the error says why not.
+pub fn manifest_beside(graph: &Path) -> std::result::Result<Manifest, String> {
+    let path = graph.parent().unwrap_or(Path::new(".")).join(MANIFEST_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let manifest: Manifest = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not a flashctl export manifest: {e}", path.display()))?;
+    let file = graph.file_name().map(|f| f.to_string_lossy().to_string());
+    if file.as_deref() != Some(manifest.graph.as_str()) {
+        return Err(format!(
+            "{} describes {}, not {}",
+            path.display(),
+            manifest.graph,
+            graph.display()
+        ));
+    }
+    Ok(manifest)
+}
+
 /// Arithmetic precision of an exported graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {

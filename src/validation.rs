@@ -255,20 +255,9 @@ impl ValidateOptions {
 /// The precision the export beside `graph` declares (`fp32` when there is no manifest naming it):
 /// `validate` takes that precision's tolerance levels.
 pub fn graph_precision(graph: &Path) -> String {
-    let path = graph
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join(crate::export::MANIFEST_FILE);
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| serde_json::from_str::<crate::export::Manifest>(&t).ok())
-        .filter(|m| {
-            graph
-                .file_name()
-                .is_some_and(|f| f.to_string_lossy() == m.graph)
-        })
+    crate::export::manifest_beside(graph)
         .map(|m| m.precision)
-        .unwrap_or_else(|| "fp32".into())
+        .unwrap_or_else(|_| "fp32".into())
 }
 
 /// The default tolerance of a precision: fp32 atol 1e-4; fp16 the `approximate` fp16 level
@@ -294,7 +283,7 @@ pub fn validate(
 
 /// Inputs (in graph order) and every tensor of a reference or golden file, checked against the
 /// graph's inputs.
-fn reference_for(
+pub fn reference_for(
     path: &Path,
     g: &flashctl_exporters::pb::GraphProto,
 ) -> Result<(Vec<HostTensor>, Vec<HostTensor>)> {
@@ -489,38 +478,47 @@ fn run_one(
         }
     };
     // the parity run above was the warm-up
-    let mut times = rt.time(inputs, 0, runs).unwrap_or_default();
-    times.sort_by(|a, b| a.total_cmp(b));
-    report.latency_ms = times.get(times.len() / 2).copied();
-    let mut ok = true;
-    for out in outputs {
-        let expected = reference.iter().find(|t| t.name == out.name);
-        let actual = got.iter().find(|t| t.name == out.name);
-        match (actual, expected) {
-            (Some(a), Some(e)) if a.shape == e.shape => {
-                let t = overrides.get(&out.name).copied().unwrap_or(tol);
-                let s = compare(&out.name, &a.values_f64(), &e.values_f64(), t);
-                ok &= s.passed;
-                report.outputs.push(s);
-            }
-            (Some(a), Some(e)) => {
-                ok = false;
-                report.reason = Some(format!(
-                    "output `{}` shape {:?} vs reference {:?}",
-                    out.name, a.shape, e.shape
-                ));
-            }
-            (None, _) => {
-                ok = false;
-                report.reason = Some(format!("runtime produced no `{}`", out.name));
-            }
-            (_, None) => {
-                return Err(BadInput(format!("reference has no output `{}`", out.name)).into())
-            }
-        }
-    }
+    let times = rt.time(inputs, 0, runs).unwrap_or_default();
+    report.latency_ms = (!times.is_empty()).then(|| flashctl_validate::percentile(&times, 0.5));
+    let names: Vec<String> = outputs.iter().map(|o| o.name.clone()).collect();
+    let (stats, problem) = compare_outputs(&names, &got, reference, tol, overrides)?;
+    let ok = problem.is_none() && stats.iter().all(|s| s.passed);
+    report.outputs = stats;
+    report.reason = problem;
     report.status = if ok { "pass".into() } else { "fail".into() };
     Ok(report)
+}
+
+/// Each named output of a run against the reference (per-output tolerance where overridden).
+/// A missing or wrongly shaped output is returned as the problem (a failure); a reference that
+/// lacks an output is bad input.
+pub fn compare_outputs(
+    outputs: &[String],
+    got: &[HostTensor],
+    reference: &[HostTensor],
+    tol: Tolerance,
+    overrides: &BTreeMap<String, Tolerance>,
+) -> Result<(Vec<ParityStats>, Option<String>)> {
+    let (mut stats, mut problem) = (vec![], None);
+    for name in outputs {
+        let expected = reference.iter().find(|t| &t.name == name);
+        let actual = got.iter().find(|t| &t.name == name);
+        match (actual, expected) {
+            (Some(a), Some(e)) if a.shape == e.shape => {
+                let t = overrides.get(name).copied().unwrap_or(tol);
+                stats.push(compare(name, &a.values_f64(), &e.values_f64(), t));
+            }
+            (Some(a), Some(e)) => {
+                problem = Some(format!(
+                    "output `{name}` shape {:?} vs reference {:?}",
+                    a.shape, e.shape
+                ));
+            }
+            (None, _) => problem = Some(format!("runtime produced no `{name}`")),
+            (_, None) => return Err(BadInput(format!("reference has no output `{name}`")).into()),
+        }
+    }
+    Ok((stats, problem))
 }
 
 pub fn print_table(r: &ValidationReport) {

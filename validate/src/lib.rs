@@ -15,6 +15,6 @@ pub mod tract_runtime;
 pub use error::{Result, ValidateError};
 pub use ort_runtime::{find_ort_library, OrtRuntime};
 pub use parity::{compare, ParityStats, Tolerance};
-pub use runtime::{runtime_by_name, time_ms, Runtime, RUNTIME_NAMES};
+pub use runtime::{percentile, runtime_by_name, time_ms, Runtime, RUNTIME_NAMES};
 pub use tensor::{HostData, HostTensor};
 pub use tract_runtime::TractRuntime;

@@ -18,6 +18,16 @@ pub trait Runtime {
     }
 }
 
+/// The `p`-quantile (0..=1, nearest rank) of `values`; NaN when empty.
+pub fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => f64::NAN,
+        n => v[((n as f64 - 1.0) * p).round() as usize],
+    }
+}
+
 /// Milliseconds of `runs` calls of `f` after `warmup` untimed calls; the first error stops it.
 pub fn time_ms<E>(
     warmup: usize,
