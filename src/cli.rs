@@ -152,6 +152,9 @@ pub struct PairsGenerateArgs {
     /// runtime for an ONNX teacher: tract, ort-cpu, ort-cuda
     #[arg(long, default_value = "tract")]
     pub teacher_runtime: String,
+    /// cpu, cuda or cuda:N: where a model-directory teacher runs
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -207,6 +210,12 @@ pub struct TrainArgs {
     pub image_size: Option<usize>,
     #[arg(long)]
     pub checkpoint_every: Option<usize>,
+    /// stop after this many seconds of training, with a checkpoint (continue with --resume)
+    #[arg(long, value_name = "SECONDS")]
+    pub time_budget: Option<f64>,
+    /// cpu, cuda or cuda:N (CUDA needs a `--features cuda` build; docs/gpu.md)
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 #[derive(Args, Debug)]
@@ -236,6 +245,9 @@ pub struct SampleArgs {
     /// also write the raw samples (`sample`) to this safetensors file
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// cpu, cuda or cuda:N: where candle samples a model directory
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 #[derive(Args, Debug)]
@@ -385,6 +397,9 @@ pub struct DistillArgs {
     pub lr: Option<f64>,
     #[arg(long)]
     pub checkpoint_every: Option<usize>,
+    /// stop after this many seconds of training, with a checkpoint (continue with --resume)
+    #[arg(long, value_name = "SECONDS")]
+    pub time_budget: Option<f64>,
     /// continue from the checkpoint in --out
     #[arg(long)]
     pub resume: bool,
@@ -400,6 +415,9 @@ pub struct DistillArgs {
     /// runtime for an ONNX teacher: tract, ort-cpu, ort-cuda
     #[arg(long, default_value = "tract")]
     pub teacher_runtime: String,
+    /// cpu, cuda or cuda:N: where the student trains and a model-directory teacher runs
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 #[derive(Args, Debug)]
@@ -433,6 +451,9 @@ pub struct EvalArgs {
     /// feature network folder (default fixtures/featurenet)
     #[arg(long)]
     pub featurenet: Option<PathBuf>,
+    /// cpu, cuda or cuda:N: where candle samples and the feature network runs
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     #[arg(long)]
     pub json: bool,
 }

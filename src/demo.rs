@@ -23,6 +23,7 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
         &teacher,
         false,
         true,
+        &candle_core::Device::Cpu,
     )?;
     let png50 = args.out.join("teacher_50step.png");
     let s50 = sample::sample(
@@ -37,6 +38,7 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
             png: Some(&png50),
             out: None,
             runtime: "tract",
+            device: &candle_core::Device::Cpu,
         },
     )?;
     let png4 = args.out.join("teacher_4step.png");
@@ -52,6 +54,7 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
             png: Some(&png4),
             out: None,
             runtime: "tract",
+            device: &candle_core::Device::Cpu,
         },
     )?;
     let graph = args.out.join("export/model.onnx");

@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod demo;
+pub mod device;
 pub mod diffusers;
 pub mod distill;
 pub mod eager_runtime;

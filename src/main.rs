@@ -18,6 +18,25 @@ fn parse_sampler(s: &Option<String>) -> anyhow::Result<Option<SamplerKind>> {
         .transpose()
 }
 
+/// One line on training speed (what the GPU peers are compared on), and on a time-budget stop.
+fn print_throughput(r: &train::TrainReport) {
+    if r.iters_done < r.iters {
+        println!(
+            "stopped by --time-budget after {} of {} iterations (checkpoint saved; continue with --resume)",
+            r.iters_done, r.iters
+        );
+    }
+    if r.iters_run > 0 {
+        println!(
+            "{} iters on {} in {:.1} s: {:.2} ms/iter",
+            r.iters_run,
+            r.device,
+            r.loop_seconds,
+            r.loop_seconds * 1e3 / r.iters_run as f64
+        );
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Teacher(TeacherCommand::Train(a)) => {
@@ -37,6 +56,8 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 opts.checkpoint_every = c.max(1);
             }
             opts.seed = a.seed;
+            opts.time_budget_s = a.time_budget;
+            let device = flashctl::device::open(&a.device)?;
             let r = train::train_teacher(
                 &ds,
                 denoiser,
@@ -45,14 +66,16 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 &a.out,
                 a.resume,
                 true,
+                &device,
             )?;
             println!(
                 "trained {} iters: loss first {:.4}, final (mean of last 50) {:.4} -> {}",
-                r.iters,
+                r.iters_done,
                 r.first_loss,
                 r.final_loss,
                 r.out_dir.display()
             );
+            print_throughput(&r);
             Ok(Outcome::Ok)
         }
         Command::Eval(a) => {
@@ -68,6 +91,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 out: a.out.clone(),
                 runtime: a.runtime.clone(),
                 featurenet: a.featurenet.clone(),
+                device: flashctl::device::open(&a.device)?,
             })?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
@@ -104,11 +128,12 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             let r = flashctl::distill::command::run(&a)?;
             println!(
                 "distilled {} iters: loss first {:.5}, final (mean of last 50) {:.5} -> {}",
-                r.iters,
+                r.iters_done,
                 r.first_loss,
                 r.final_loss,
                 r.out_dir.display()
             );
+            print_throughput(&r);
             Ok(Outcome::Ok)
         }
         Command::Teacher(TeacherCommand::Run(a)) => {
@@ -127,6 +152,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             let default_png =
                 (a.inputs.is_none() && a.model.is_dir()).then(|| a.model.join("samples.png"));
             let png = a.png.clone().or(default_png);
+            let device = flashctl::device::open(&a.device)?;
             let r = sample::sample(
                 &a.model,
                 &sample::SampleOptions {
@@ -136,6 +162,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
                     png: png.as_deref(),
                     out: a.out.as_deref(),
                     runtime: &a.runtime,
+                    device: &device,
                 },
             )?;
             println!(

@@ -73,6 +73,9 @@ pub struct GenerateOptions {
     /// Teacher batch within a shard (memory bound).
     pub batch: usize,
     pub progress: bool,
+    /// Where the teacher's batches run; shards are written from host memory. Shards made on
+    /// different devices differ at float rounding level, so a resumed run should stay on one.
+    pub device: Device,
 }
 
 pub struct GenerateReport {
@@ -113,6 +116,7 @@ fn make_shard(
     run: &PairsRun,
     i: usize,
     batch: usize,
+    device: &Device,
 ) -> Result<HashMap<String, Tensor>> {
     let start = i * run.shard_size;
     let n = run.shard_size.min(run.count - start);
@@ -132,9 +136,16 @@ fn make_shard(
     let mut at = 0;
     while at < n {
         let b = batch.min(n - at);
-        let x = x_t.narrow(0, at, b)?;
-        let y = labels.as_ref().map(|l| l.narrow(0, at, b)).transpose()?;
-        outs.push(teacher.sample(plan, &x, y.as_ref())?);
+        let x = crate::device::to(&x_t.narrow(0, at, b)?, device)?;
+        let y = labels
+            .as_ref()
+            .map(|l| crate::device::to(&l.narrow(0, at, b)?, device))
+            .transpose()?;
+        outs.push(
+            teacher
+                .sample(plan, &x, y.as_ref())?
+                .to_device(&Device::Cpu)?,
+        );
         at += b;
     }
     let x_0 = Tensor::cat(&outs, 0)?;
@@ -237,7 +248,7 @@ pub fn generate(
         if index.shards.iter().any(|s| s.file == file) {
             continue;
         }
-        let tensors = make_shard(teacher, &plan, &run, i, o.batch)
+        let tensors = make_shard(teacher, &plan, &run, i, o.batch, &o.device)
             .with_context(|| format!("generating shard {file}"))?;
         let path = out.join(&file);
         checkpoint::save_tensors(&path, &tensors)?;
@@ -373,7 +384,8 @@ impl PairSet {
 
 /// `flashctl pairs generate` argument handling.
 pub fn run(a: &crate::cli::PairsGenerateArgs) -> Result<GenerateReport> {
-    let teacher = Teacher::open(&a.teacher, &a.teacher_runtime)?;
+    let device = crate::device::open(&a.device)?;
+    let teacher = Teacher::open_on(&a.teacher, &a.teacher_runtime, &device)?;
     let dataset = match &teacher {
         Teacher::Native(m) => m.config.dataset.clone(),
         Teacher::Onnx(_) => "unknown".into(),
@@ -386,6 +398,7 @@ pub fn run(a: &crate::cli::PairsGenerateArgs) -> Result<GenerateReport> {
         seed: a.seed,
         batch: a.batch.unwrap_or(if points { 1024 } else { 64 }),
         progress: true,
+        device,
     };
     generate(
         &teacher,

@@ -34,6 +34,8 @@ pub struct SampleOptions<'a> {
     pub out: Option<&'a Path>,
     /// Runtime for an ONNX teacher.
     pub runtime: &'a str,
+    /// Where candle samples a model directory (the result is written from host memory).
+    pub device: &'a Device,
 }
 
 /// Read `x_T` and optional `class_labels` (float or int) from a safetensors file.
@@ -61,7 +63,7 @@ pub fn integral_labels(l: &Tensor, path: &Path) -> Result<Tensor> {
 
 pub fn sample(model: &Path, opts: &SampleOptions) -> Result<SampleReport> {
     let t0 = std::time::Instant::now();
-    let teacher = Teacher::open(model, opts.runtime)?;
+    let teacher = Teacher::open_on(model, opts.runtime, opts.device)?;
     let plan = teacher.plan(opts.steps, opts.kind)?;
     let (noise, labels) = match opts.start {
         Start::Seeded { count, seed } => {
@@ -78,7 +80,13 @@ pub fn sample(model: &Path, opts: &SampleOptions) -> Result<SampleReport> {
             (x, l)
         }
     };
-    let x = teacher.sample(&plan, &noise, labels.as_ref())?;
+    let noise = crate::device::to(&noise, opts.device)?;
+    let labels = labels
+        .map(|l| crate::device::to(&l, opts.device))
+        .transpose()?;
+    let x = teacher
+        .sample(&plan, &noise, labels.as_ref())?
+        .to_device(&Device::Cpu)?;
     if let Some(png) = opts.png {
         write_png(&x, png)?;
     }

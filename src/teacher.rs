@@ -77,13 +77,17 @@ impl Teacher {
     /// A model directory (flashctl or diffusers) or an `.onnx` file with its sidecar; `runtime`
     /// is used for ONNX teachers only.
     pub fn open(path: &Path, runtime: &str) -> Result<Teacher> {
+        Self::open_on(path, runtime, &Device::Cpu)
+    }
+
+    /// As [`Teacher::open`], with a model directory's weights loaded once onto `device` (its
+    /// calls then run there). An ONNX teacher runs in its runtime whatever the device; its
+    /// outputs are copied to the device of its inputs.
+    pub fn open_on(path: &Path, runtime: &str, device: &Device) -> Result<Teacher> {
         if path.extension().is_some_and(|e| e == "onnx") {
             return Ok(Teacher::Onnx(Box::new(OnnxTeacher::open(path, runtime)?)));
         }
-        Ok(Teacher::Native(Box::new(checkpoint::load(
-            path,
-            &Device::Cpu,
-        )?)))
+        Ok(Teacher::Native(Box::new(checkpoint::load(path, device)?)))
     }
 
     pub fn schedule(&self) -> &ScheduleConfig {
@@ -190,7 +194,10 @@ impl Teacher {
                 let ops = EagerOps::new(m.var_builder(x.device()));
                 Ok(m.config.denoiser.forward(&ops, x, &t, labels.as_ref())?)
             }
-            Teacher::Onnx(o) => o.denoise(x, &t, labels.as_ref()),
+            Teacher::Onnx(o) => Ok(crate::device::to(
+                &o.denoise(x, &t, labels.as_ref())?,
+                x.device(),
+            )?),
         }
     }
 
@@ -219,6 +226,7 @@ impl Teacher {
                 let ops = EagerOps::new(candle_nn::VarBuilder::zeros(DType::F32, noise.device()));
                 Ok(sampler::sample_with(&ops, plan, noise, |x, t| {
                     o.denoise(x, t, labels.as_ref())
+                        .and_then(|y| Ok(crate::device::to(&y, x.device())?))
                         .map_err(|e| GraphError::Invalid(format!("{e:#}")))
                 })?)
             }

@@ -42,6 +42,10 @@ pub struct TrainOptions {
     pub ema_decay: f64,
     pub checkpoint_every: usize,
     pub seed: u64,
+    /// Stop (with a checkpoint, resumable) after the iteration that passes this many seconds of
+    /// loop time: fits a run into a lease of fixed length (docs/gpu.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_budget_s: Option<f64>,
 }
 
 /// Architecture and training defaults for a dataset shape and preset.
@@ -63,6 +67,7 @@ pub fn preset_for_shape(
         ema_decay: 0.999,
         checkpoint_every: 500,
         seed: 0,
+        time_budget_s: None,
     };
     if shape.len() == 1 {
         let (hidden, layers, iters) = match preset {
@@ -137,8 +142,8 @@ pub fn train_teacher(
     out: &Path,
     resume: bool,
     progress: bool,
+    device: &Device,
 ) -> Result<TrainReport> {
-    let device = Device::Cpu;
     let shape = ds.sample_shape();
     let per: usize = shape.iter().product();
     let classes = denoiser.num_classes();
@@ -162,22 +167,26 @@ pub fn train_teacher(
         resume,
         progress,
         train_only: None,
+        device: device.clone(),
     };
     train_loop(spec, |ops, rng, _step| {
+        let device = ops.device();
         let (x0, y) = ds.batch(rng, b);
         let ts: Vec<usize> = (0..b).map(|_| rng.gen_range(0..ac.len())).collect();
         let eps = randn(rng, b * per);
         let mut xshape = vec![b];
         xshape.extend(&shape);
-        let x0 = Tensor::from_vec(x0, xshape.clone(), &device)?;
-        let eps = Tensor::from_vec(eps, xshape, &device)?;
+        let x0 = Tensor::from_vec(x0, xshape.clone(), device)?;
+        let eps = Tensor::from_vec(eps, xshape, device)?;
         let sa = per_sample(
             &ts.iter().map(|&t| ac[t].sqrt()).collect::<Vec<_>>(),
             shape.len(),
+            device,
         )?;
         let sb = per_sample(
             &ts.iter().map(|&t| (1.0 - ac[t]).sqrt()).collect::<Vec<_>>(),
             shape.len(),
+            device,
         )?;
         let xt = (x0.broadcast_mul(&sa)? + eps.broadcast_mul(&sb)?)?;
         let target = match schedule.prediction_type {
@@ -185,10 +194,10 @@ pub fn train_teacher(
             Prediction::V => (eps.broadcast_mul(&sa)? - x0.broadcast_mul(&sb)?)?,
             Prediction::X0 => x0.clone(),
         };
-        let t = Tensor::from_vec(ts.iter().map(|&t| t as f32).collect::<Vec<_>>(), b, &device)?;
+        let t = Tensor::from_vec(ts.iter().map(|&t| t as f32).collect::<Vec<_>>(), b, device)?;
         let yt = match (classes, y) {
-            (Some(_), Some(y)) => Some(Tensor::from_vec(y, b, &device)?),
-            (Some(_), None) => Some(Tensor::zeros(b, DType::I64, &device)?),
+            (Some(_), Some(y)) => Some(Tensor::from_vec(y, b, device)?),
+            (Some(_), None) => Some(Tensor::zeros(b, DType::I64, device)?),
             _ => None,
         };
         let pred = denoiser.forward(ops, &xt, &t, yt.as_ref())?;
@@ -196,11 +205,12 @@ pub fn train_teacher(
     })
 }
 
-/// Per-sample scalars as a [B, 1, ...] tensor that broadcasts over samples of rank `rank`.
-pub fn per_sample(v: &[f32], rank: usize) -> Result<Tensor> {
+/// Per-sample scalars as a [B, 1, ...] tensor on `device` that broadcasts over samples of rank
+/// `rank`.
+pub fn per_sample(v: &[f32], rank: usize, device: &Device) -> Result<Tensor> {
     let mut shape = vec![v.len()];
     shape.extend(std::iter::repeat_n(1, rank));
-    Ok(Tensor::from_vec(v.to_vec(), shape, &Device::Cpu)?)
+    Ok(Tensor::from_vec(v.to_vec(), shape, device)?)
 }
 
 pub fn randn(rng: &mut StdRng, n: usize) -> Vec<f32> {

@@ -84,6 +84,14 @@ pub struct TrainReport {
     pub final_loss: f32,
     pub iters: usize,
     pub out_dir: PathBuf,
+    /// Iterations run by this invocation (fewer than `iters` after a resume or a time budget).
+    pub iters_run: usize,
+    /// Iterations done in all (== `iters` unless the time budget stopped the run).
+    pub iters_done: usize,
+    /// Wall time of those iterations (loss, backward, AdamW, EMA, checkpoints), in seconds.
+    pub loop_seconds: f64,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
 }
 
 /// What to train and where.
@@ -103,6 +111,8 @@ pub struct LoopSpec<'a> {
     /// own: they are optimised and checkpointed in train_state but not written to
     /// model.safetensors.
     pub train_only: Option<TrainOnlyParams<'a>>,
+    /// Where parameters, optimiser state and every loss tensor live.
+    pub device: Device,
 }
 
 pub type TrainOnlyParams<'a> = Box<dyn Fn(&EagerOps) -> Result<()> + 'a>;
@@ -120,7 +130,6 @@ pub fn train_loop<F>(spec: LoopSpec, mut loss: F) -> Result<TrainReport>
 where
     F: FnMut(&EagerOps, &mut StdRng, usize) -> Result<Tensor>,
 {
-    let device = Device::Cpu;
     let LoopSpec {
         out,
         opts,
@@ -130,6 +139,7 @@ where
         resume,
         progress,
         train_only,
+        device,
     } = spec;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut seeded = crate::seeded_vars::SeededVars::new(opts.seed);
@@ -257,6 +267,8 @@ where
         Ok(())
     };
     // 3. the loop
+    let loop_start = std::time::Instant::now();
+    let mut iters_done = opts.iters.max(start);
     for step in start..opts.iters {
         let mut rng = step_rng(opts.seed, step);
         let l = loss(&ops, &mut rng, step)?;
@@ -277,13 +289,21 @@ where
         pb.set_message(format!("loss {lv:.4}"));
         pb.inc(1);
         let done = step + 1;
-        if done.is_multiple_of(opts.checkpoint_every) || done == opts.iters {
+        let out_of_time = opts
+            .time_budget_s
+            .is_some_and(|b| loop_start.elapsed().as_secs_f64() >= b);
+        if done.is_multiple_of(opts.checkpoint_every) || done == opts.iters || out_of_time {
             save(done, &adam, &ema, &losses)?;
+        }
+        if out_of_time && done < opts.iters {
+            iters_done = done;
+            break;
         }
     }
     if start >= opts.iters {
         save(start, &adam, &ema, &losses)?;
     }
+    let loop_seconds = loop_start.elapsed().as_secs_f64();
     pb.finish_and_clear();
     crate::plot::loss_curve(&out.join("loss.png"), &losses)?;
     let first = losses.first().map(|l| l.1).unwrap_or(f32::NAN);
@@ -294,6 +314,10 @@ where
         final_loss: last,
         iters: opts.iters,
         out_dir: out.to_path_buf(),
+        iters_run: iters_done.saturating_sub(start),
+        iters_done,
+        loop_seconds,
+        device: crate::device::name(&device),
     })
 }
 

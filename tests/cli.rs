@@ -128,6 +128,86 @@ fn resumed_training_equals_uninterrupted_training() {
     assert_eq!(la, lb);
 }
 
+#[test]
+fn time_budget_stops_at_a_checkpoint_that_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let train = |out: &Path, extra: &[&str]| {
+        let mut args = vec!["teacher", "train", "--dataset", "checkerboard"];
+        args.extend(["--preset", "tiny", "--seed", "3", "--out", s(out)]);
+        args.extend(extra);
+        ok(&args)
+    };
+    train(&a, &["--iters", "3"]);
+    // a zero budget stops after the first iteration, with a checkpoint
+    let out = train(&b, &["--iters", "100000", "--time-budget", "0"]);
+    assert!(
+        out.contains("stopped by --time-budget after 1 of 100000 iterations"),
+        "{out}"
+    );
+    let state = std::fs::read_to_string(b.join("train_state.json")).unwrap();
+    assert!(state.contains("\"step\": 1,"), "{state}");
+    assert!(b.join("model.safetensors").exists());
+    let out = train(&b, &["--iters", "3", "--resume"]);
+    assert!(out.contains("2 iters on cpu"), "{out}");
+    let wa = std::fs::read(a.join("model.safetensors")).unwrap();
+    let wb = std::fs::read(b.join("model.safetensors")).unwrap();
+    assert!(
+        wa == wb,
+        "budget-stopped + resumed weights differ from an uninterrupted run"
+    );
+}
+
+#[test]
+fn device_flag_refuses_cuda_without_the_feature_and_typos_before_writing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let teacher = common::fixture("models/mlp_teacher");
+    let out = tmp.path().join("out");
+    let t = s(&teacher);
+    let o = s(&out);
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["teacher", "train", "--dataset", "checkerboard", "--out", o],
+        vec!["sample", "--model", t, "--png", o],
+        vec!["distill", "--teacher", t, "--steps", "2", "--out", o],
+        vec![
+            "pairs",
+            "generate",
+            "--teacher",
+            t,
+            "--count",
+            "4",
+            "--out",
+            o,
+        ],
+        vec![
+            "eval",
+            "--model",
+            t,
+            "--dataset",
+            "checkerboard",
+            "--out",
+            o,
+        ],
+    ];
+    for cmd in &commands {
+        for (device, want) in [
+            ("cuda:7", "this flashctl was built without CUDA"),
+            ("tpu", "expected cpu, cuda or cuda:N"),
+        ] {
+            if device.starts_with("cuda") && flashctl::device::CUDA_BUILT {
+                continue;
+            }
+            let mut args = cmd.clone();
+            args.extend(["--device", device]);
+            let (code, err) = fails(&args);
+            assert_eq!(code, 2, "{args:?}");
+            assert!(err.contains(want), "{args:?}: {err}");
+            assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+            assert!(!out.exists(), "{args:?} wrote {}", out.display());
+        }
+    }
+}
+
 fn write_png_folder(dir: &Path, n: usize) {
     std::fs::create_dir_all(dir).unwrap();
     for i in 0..n {

@@ -11,15 +11,46 @@ use candle_nn::VarBuilder;
 pub struct EagerOps {
     vb: VarBuilder<'static>,
     device: Device,
+    conv: ConvImpl,
+}
+
+/// How the eager backend convolves. On the CPU, im2col from candle ops (candle's CPU conv2d
+/// backward is a naive conv_transpose2d, see [`conv2d_im2col`]); on a GPU, candle's own conv2d
+/// (one im2col kernel + one GEMM instead of k*k copies + a concat, each a kernel launch).
+/// `FLASHCTL_EAGER_CONV=im2col|native` overrides the choice, to profile both on a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvImpl {
+    Im2col,
+    Native,
+}
+
+impl ConvImpl {
+    pub fn for_device(device: &Device) -> ConvImpl {
+        match std::env::var("FLASHCTL_EAGER_CONV").as_deref() {
+            Ok("im2col") => ConvImpl::Im2col,
+            Ok("native") => ConvImpl::Native,
+            _ if device.is_cpu() => ConvImpl::Im2col,
+            _ => ConvImpl::Native,
+        }
+    }
 }
 
 impl EagerOps {
     pub fn new(vb: VarBuilder<'static>) -> Self {
         let device = vb.device().clone();
-        Self { vb, device }
+        let conv = ConvImpl::for_device(&device);
+        Self { vb, device, conv }
+    }
+    /// As [`EagerOps::new`] with an explicit convolution implementation.
+    pub fn with_conv(vb: VarBuilder<'static>, conv: ConvImpl) -> Self {
+        let device = vb.device().clone();
+        Self { vb, device, conv }
     }
     pub fn device(&self) -> &Device {
         &self.device
+    }
+    pub fn conv_impl(&self) -> ConvImpl {
+        self.conv
     }
 }
 
@@ -51,7 +82,10 @@ impl Ops for EagerOps {
         stride: usize,
         padding: usize,
     ) -> Result<Tensor> {
-        let y = conv2d_im2col(x, w, stride, padding)?;
+        let y = match self.conv {
+            ConvImpl::Im2col => conv2d_im2col(x, w, stride, padding)?,
+            ConvImpl::Native => x.conv2d(w, padding, stride, 1, 1)?,
+        };
         match b {
             Some(b) => Ok(y.broadcast_add(&b.reshape((1, (), 1, 1))?)?),
             None => Ok(y),
@@ -236,6 +270,46 @@ mod tests {
                 .to_scalar::<f32>()
                 .unwrap();
             assert!(err < 1e-4, "{c} {o} {k} {h}x{w} s{stride} p{pad}: {err}");
+        }
+    }
+
+    /// Both convolution implementations give the same values and the same gradients (the GPU
+    /// default, `Native`, is otherwise only exercised on a device).
+    #[test]
+    fn native_and_im2col_conv_agree_in_value_and_gradient() {
+        let dev = Device::Cpu;
+        let max_diff = |a: &Tensor, b: &Tensor| {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        for (stride, pad) in [(1, 1), (2, 1)] {
+            let x = candle_core::Var::randn(0f32, 1., (2, 3, 8, 8), &dev).unwrap();
+            let w = candle_core::Var::randn(0f32, 1., (4, 3, 3, 3), &dev).unwrap();
+            let run = |conv| {
+                let ops = EagerOps::with_conv(VarBuilder::zeros(DType::F32, &dev), conv);
+                let y = ops
+                    .conv2d(x.as_tensor(), w.as_tensor(), None, stride, pad)
+                    .unwrap();
+                let g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+                (
+                    y,
+                    g.get(x.as_tensor()).unwrap().clone(),
+                    g.get(w.as_tensor()).unwrap().clone(),
+                )
+            };
+            let (y1, gx1, gw1) = run(ConvImpl::Im2col);
+            let (y2, gx2, gw2) = run(ConvImpl::Native);
+            assert!(max_diff(&y1, &y2) < 1e-4);
+            assert!(max_diff(&gx1, &gx2) < 1e-3, "dx, stride {stride}");
+            assert!(max_diff(&gw1, &gw2) < 1e-3, "dw, stride {stride}");
         }
     }
 }

@@ -84,7 +84,7 @@ pub mod prefixed;
 pub mod recording;
 pub mod trace;
 
-pub use eager::EagerOps;
+pub use eager::{ConvImpl, EagerOps};
 pub use error::{GraphError, Result};
 pub use ir::{DType, Dim, Graph, GraphSummary, Initializer, Node, Op, TensorData, ValueInfo};
 pub use ops::{BinaryOp, Ops, UnaryOp};

@@ -110,7 +110,8 @@ fn run_kdm(a: &DistillArgs) -> Result<TrainReport> {
     let cfg = super::kdm::architecture(&shape, pairs.run.num_classes, preset, o.koopman)?;
     let mut train = super::kdm::default_train_options(&shape);
     apply_train_flags(a, &mut train);
-    super::kdm::distill(&pairs, cfg, o, train, &a.out, a.resume, true)
+    let device = crate::device::open(&a.device)?;
+    super::kdm::distill(&pairs, cfg, o, train, &a.out, a.resume, true, &device)
 }
 
 fn apply_train_flags(a: &DistillArgs, train: &mut crate::train::TrainOptions) {
@@ -127,6 +128,7 @@ fn apply_train_flags(a: &DistillArgs, train: &mut crate::train::TrainOptions) {
     if let Some(c) = a.checkpoint_every {
         train.checkpoint_every = c.max(1);
     }
+    train.time_budget_s = a.time_budget;
 }
 
 fn run_imagine_flash(a: &DistillArgs) -> Result<TrainReport> {
@@ -138,7 +140,8 @@ fn run_imagine_flash(a: &DistillArgs) -> Result<TrainReport> {
     if a.pairs.is_some() {
         bail!("--pairs is for --method kdm; imagine-flash queries the --teacher online");
     }
-    let teacher = Teacher::open(teacher_path, &a.teacher_runtime)?;
+    let device = crate::device::open(&a.device)?;
+    let teacher = Teacher::open_on(teacher_path, &a.teacher_runtime, &device)?;
     let shape = teacher.sample_shape();
     let classes = teacher.num_classes();
     // data: only forward inputs need it; name it for the student's config either way
@@ -187,5 +190,6 @@ fn run_imagine_flash(a: &DistillArgs) -> Result<TrainReport> {
         &a.out,
         a.resume,
         true,
+        &device,
     )
 }

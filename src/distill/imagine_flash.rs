@@ -193,10 +193,8 @@ pub fn student_x0(
     let out = student.forward(ops, x, &t, labels)?;
     let cx: Vec<f32> = idx.iter().map(|&i| plan.steps[i].x0_x).collect();
     let co: Vec<f32> = idx.iter().map(|&i| plan.steps[i].x0_out).collect();
-    Ok(
-        (x.broadcast_mul(&per_sample(&cx, rank)?)?
-            + out.broadcast_mul(&per_sample(&co, rank)?)?)?,
-    )
+    Ok((x.broadcast_mul(&per_sample(&cx, rank, x.device())?)?
+        + out.broadcast_mul(&per_sample(&co, rank, out.device())?)?)?)
 }
 
 /// The teacher's x0 prediction at per-sample timesteps `s` (clamped as its sampler clamps).
@@ -221,8 +219,8 @@ pub fn teacher_x0(
     }
     let t = Tensor::from_vec(s.iter().map(|&v| v as f32).collect(), s.len(), x.device())?;
     let out = teacher(x, &t, labels)?;
-    let x0 = (x.broadcast_mul(&per_sample(&cx, rank)?)?
-        + out.broadcast_mul(&per_sample(&co, rank)?)?)?;
+    let x0 = (x.broadcast_mul(&per_sample(&cx, rank, x.device())?)?
+        + out.broadcast_mul(&per_sample(&co, rank, out.device())?)?)?;
     Ok(if schedule.clip_sample {
         let r = schedule.clip_sample_range as f64;
         x0.clamp(-r, r)?
@@ -246,8 +244,8 @@ pub fn srl_target(
     let sa: Vec<f32> = s.iter().map(|&v| ac[v].sqrt()).collect();
     let sb: Vec<f32> = s.iter().map(|&v| (1.0 - ac[v]).sqrt()).collect();
     let x0 = student_x0.detach();
-    let xs = (x0.broadcast_mul(&per_sample(&sa, rank)?)?
-        + eps.broadcast_mul(&per_sample(&sb, rank)?)?)?;
+    let xs = (x0.broadcast_mul(&per_sample(&sa, rank, x0.device())?)?
+        + eps.broadcast_mul(&per_sample(&sb, rank, eps.device())?)?)?;
     teacher_x0(teacher, schedule, &xs, s, labels)
 }
 
@@ -266,8 +264,10 @@ pub fn implied_noise(
         .iter()
         .map(|&i| 1.0 / (1.0 - ac[plan.steps[i].t]).sqrt().max(1e-6))
         .collect();
-    let num = (x_t - x0.detach().broadcast_mul(&per_sample(&sa, rank)?)?)?;
-    Ok(num.broadcast_mul(&per_sample(&inv_sb, rank)?)?)
+    let num = (x_t
+        - x0.detach()
+            .broadcast_mul(&per_sample(&sa, rank, x0.device())?)?)?;
+    Ok(num.broadcast_mul(&per_sample(&inv_sb, rank, num.device())?)?)
 }
 
 /// DDIM timesteps of the teacher's solution from t down: M evenly spaced, strictly decreasing.
@@ -368,8 +368,8 @@ pub fn loss(
                 .iter()
                 .map(|&i| (1.0 - ac[plan.steps[i].t]).sqrt())
                 .collect();
-            (x0.broadcast_mul(&per_sample(&sa, rank)?)?
-                + eps.broadcast_mul(&per_sample(&sb, rank)?)?)?
+            (x0.broadcast_mul(&per_sample(&sa, rank, x0.device())?)?
+                + eps.broadcast_mul(&per_sample(&sb, rank, eps.device())?)?)?
         }
     };
     let x0_s = student_x0(ops, student, plan, &x_in, &draw.idx, labels)?;
@@ -432,9 +432,14 @@ pub fn check_options(o: &ImagineFlashOptions, schedule: &ScheduleConfig) -> Resu
 }
 
 /// Uniform labels in 0..k.
-pub fn random_labels(rng: &mut impl rand::Rng, b: usize, k: usize) -> Result<Tensor> {
+pub fn random_labels(
+    rng: &mut impl rand::Rng,
+    b: usize,
+    k: usize,
+    device: &Device,
+) -> Result<Tensor> {
     let v: Vec<i64> = (0..b).map(|_| rng.gen_range(0..k as i64)).collect();
-    Ok(Tensor::from_vec(v, b, &Device::Cpu)?)
+    Ok(Tensor::from_vec(v, b, device)?)
 }
 
 #[cfg(test)]

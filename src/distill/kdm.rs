@@ -226,9 +226,10 @@ pub fn loss(ops: &EagerOps, c: &KdmConfig, o: &KdmOptions, d: &KdmDraw) -> Resul
     Ok(total)
 }
 
-fn rows(t: &Tensor, idx: &[u32]) -> Result<Tensor> {
-    let i = Tensor::from_vec(idx.to_vec(), idx.len(), &Device::Cpu)?;
-    Ok(t.index_select(&i, 0)?)
+/// Rows `idx` of a host tensor, copied to `device` (the pair set stays in host memory).
+fn rows(t: &Tensor, idx: &[u32], device: &Device) -> Result<Tensor> {
+    let i = Tensor::from_vec(idx.to_vec(), idx.len(), t.device())?;
+    Ok(crate::device::to(&t.index_select(&i, 0)?, device)?)
 }
 
 /// Train a KDM generator on `pairs` into `out`.
@@ -240,6 +241,7 @@ pub fn distill(
     out: &Path,
     resume: bool,
     progress: bool,
+    device: &Device,
 ) -> Result<TrainReport> {
     if cfg.sample_shape != pairs.run.sample_shape || cfg.num_classes != pairs.run.num_classes {
         bail!(
@@ -289,10 +291,10 @@ pub fn distill(
     let train_only = Box::new(move |ops: &EagerOps| -> Result<()> {
         let mut shape = vec![1];
         shape.extend(&declare_cfg.sample_shape);
-        let x = Tensor::zeros(shape, DType::F32, &Device::Cpu)?;
+        let x = Tensor::zeros(shape, DType::F32, ops.device())?;
         let y = declare_cfg
             .num_classes
-            .map(|_| Tensor::zeros(1, DType::I64, &Device::Cpu))
+            .map(|_| Tensor::zeros(1, DType::I64, ops.device()))
             .transpose()?;
         kdm::encode(&declare_cfg, ops, ENCODER_0, &x, y.as_ref())?;
         if adversarial {
@@ -310,15 +312,21 @@ pub fn distill(
         resume,
         progress,
         train_only: Some(train_only),
+        device: device.clone(),
     };
     train_loop(spec, |ops, rng, _step| {
         let idx: Vec<u32> = (0..b).map(|_| rng.gen_range(0..n) as u32).collect();
+        let dev = ops.device();
         let draw = KdmDraw {
-            x_t: rows(&pairs.x_t, &idx)?,
-            x_0: rows(&pairs.x_0, &idx)?,
-            labels: pairs.labels.as_ref().map(|l| rows(l, &idx)).transpose()?,
-            noise_t: Tensor::from_vec(randn(rng, b * latent), (b, latent), &Device::Cpu)?,
-            noise_0: Tensor::from_vec(randn(rng, b * latent), (b, latent), &Device::Cpu)?,
+            x_t: rows(&pairs.x_t, &idx, dev)?,
+            x_0: rows(&pairs.x_0, &idx, dev)?,
+            labels: pairs
+                .labels
+                .as_ref()
+                .map(|l| rows(l, &idx, dev))
+                .transpose()?,
+            noise_t: Tensor::from_vec(randn(rng, b * latent), (b, latent), dev)?,
+            noise_0: Tensor::from_vec(randn(rng, b * latent), (b, latent), dev)?,
         };
         loss(ops, &cfg, &o, &draw)
     })

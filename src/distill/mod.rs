@@ -51,6 +51,7 @@ pub fn default_train_options(sample_shape: &[usize]) -> TrainOptions {
         ema_decay: if points { 0.999 } else { 0.99 },
         checkpoint_every: if points { 500 } else { 50 },
         seed: 0,
+        time_budget_s: None,
     }
 }
 
@@ -67,6 +68,7 @@ pub fn imagine_flash(
     out: &Path,
     resume: bool,
     progress: bool,
+    device: &Device,
 ) -> Result<TrainReport> {
     let schedule = teacher.schedule().clone();
     imagine_flash::check_options(&o, &schedule)?;
@@ -132,31 +134,29 @@ pub fn imagine_flash(
         resume,
         progress,
         train_only: None,
+        device: device.clone(),
     };
     let teacher_fn = |x: &Tensor, t: &Tensor, l: Option<&Tensor>| teacher.denoise(x, t, l);
     let teacher_sample =
         |p: &crate::sampler::SamplerPlan, x: &Tensor, l: Option<&Tensor>| teacher.sample(p, x, l);
     train_loop(spec, |ops, rng, _step| {
         let idx: Vec<usize> = (0..b).map(|_| rng.gen_range(0..k)).collect();
-        let noise = Tensor::from_vec(randn(rng, b * per), xshape.clone(), &Device::Cpu)?;
+        let dev = ops.device();
+        let noise = Tensor::from_vec(randn(rng, b * per), xshape.clone(), dev)?;
         let mut labels = classes
-            .map(|c| imagine_flash::random_labels(rng, b, c))
+            .map(|c| imagine_flash::random_labels(rng, b, c, dev))
             .transpose()?;
         let (mut x0_data, mut forward_eps) = (None, None);
         if o.inputs == Inputs::Forward {
             let ds = dataset.expect("checked above");
             let (x0, y) = ds.batch(rng, b);
-            x0_data = Some(Tensor::from_vec(x0, xshape.clone(), &Device::Cpu)?);
-            forward_eps = Some(Tensor::from_vec(
-                randn(rng, b * per),
-                xshape.clone(),
-                &Device::Cpu,
-            )?);
+            x0_data = Some(Tensor::from_vec(x0, xshape.clone(), dev)?);
+            forward_eps = Some(Tensor::from_vec(randn(rng, b * per), xshape.clone(), dev)?);
             if let (Some(_), Some(y)) = (classes, y) {
-                labels = Some(Tensor::from_vec(y, b, &Device::Cpu)?);
+                labels = Some(Tensor::from_vec(y, b, dev)?);
             }
         }
-        let srl_eps = Tensor::from_vec(randn(rng, b * per), xshape.clone(), &Device::Cpu)?;
+        let srl_eps = Tensor::from_vec(randn(rng, b * per), xshape.clone(), dev)?;
         let draw = IterDraw {
             noise,
             labels,

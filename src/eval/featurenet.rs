@@ -54,6 +54,11 @@ pub fn default_dir() -> PathBuf {
 
 impl FeatureNet {
     pub fn load(dir: &Path) -> Result<Self> {
+        Self::load_on(dir, &Device::Cpu)
+    }
+
+    /// The network with its weights on `device`; [`FeatureNet::features`] copies each batch there.
+    pub fn load_on(dir: &Path, device: &Device) -> Result<Self> {
         let info_path = dir.join(INFO);
         let info: FeatureNetInfo =
             serde_json::from_str(&std::fs::read_to_string(&info_path).with_context(|| {
@@ -63,8 +68,8 @@ impl FeatureNet {
                 )
             })?)
             .with_context(|| format!("parsing {}", info_path.display()))?;
-        let w = checkpoint::load_tensors(&dir.join(WEIGHTS), &Device::Cpu)?;
-        let ops = EagerOps::new(VarBuilder::from_tensors(w, DType::F32, &Device::Cpu));
+        let w = checkpoint::load_tensors(&dir.join(WEIGHTS), device)?;
+        let ops = EagerOps::new(VarBuilder::from_tensors(w, DType::F32, device));
         Ok(Self { ops, info })
     }
 
@@ -80,7 +85,7 @@ impl FeatureNet {
         let mut out = vec![];
         let n = x.dims()[0];
         for s in (0..n).step_by(256) {
-            let xb = x.narrow(0, s, (n - s).min(256))?;
+            let xb = crate::device::to(&x.narrow(0, s, (n - s).min(256))?, self.ops.device())?;
             let (f, _) = forward(&self.ops, &xb)?;
             out.extend(f.flatten_all()?.to_vec1::<f32>()?);
         }

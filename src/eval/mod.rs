@@ -30,6 +30,8 @@ pub struct EvalOptions {
     pub out: Option<PathBuf>,
     pub runtime: String,
     pub featurenet: Option<PathBuf>,
+    /// Where candle samples (and the feature network runs); metrics are computed on the host.
+    pub device: Device,
 }
 
 #[derive(Debug, Serialize)]
@@ -101,6 +103,7 @@ fn draw(
     steps: Option<usize>,
     n: usize,
     seed: u64,
+    device: &Device,
 ) -> Result<(Tensor, SideMeta)> {
     let plan = teacher.plan(steps, None)?;
     let t0 = std::time::Instant::now();
@@ -113,8 +116,16 @@ fn draw(
     let mut parts = vec![];
     for s in (0..n).step_by(chunk) {
         let m = (n - s).min(chunk);
-        let l = labels.as_ref().map(|l| l.narrow(0, s, m)).transpose()?;
-        parts.push(teacher.sample(&plan, &noise.narrow(0, s, m)?, l.as_ref())?);
+        let l = labels
+            .as_ref()
+            .map(|l| crate::device::to(&l.narrow(0, s, m)?, device))
+            .transpose()?;
+        let x = crate::device::to(&noise.narrow(0, s, m)?, device)?;
+        parts.push(
+            teacher
+                .sample(&plan, &x, l.as_ref())?
+                .to_device(&Device::Cpu)?,
+        );
     }
     Ok((
         Tensor::cat(&parts, 0)?,
@@ -176,16 +187,17 @@ pub fn eval(o: &EvalOptions) -> Result<EvalReport> {
     if o.samples < 10 {
         bail!("--samples must be at least 10");
     }
-    let model = Teacher::open(&o.model, &o.runtime)?;
+    let model = Teacher::open_on(&o.model, &o.runtime, &o.device)?;
     let shape = model.sample_shape();
     let (reference, ref_desc) = reference_set(o, &shape)?;
     let n_ref = reference.len() / shape.iter().product::<usize>();
     let mut notes = vec![];
     let net = if shape.len() == 3 && o.dataset == "fashion-mnist" {
-        Some(featurenet::FeatureNet::load(
+        Some(featurenet::FeatureNet::load_on(
             o.featurenet
                 .as_deref()
                 .unwrap_or(&featurenet::default_dir()),
+            &o.device,
         )?)
     } else {
         if shape.len() == 3 {
@@ -204,7 +216,7 @@ pub fn eval(o: &EvalOptions) -> Result<EvalReport> {
         }
         None => None,
     };
-    let (x, meta) = draw(&model, o.steps, o.samples, o.seed)?;
+    let (x, meta) = draw(&model, o.steps, o.samples, o.seed, &o.device)?;
     let side = SideReport {
         model: o.model.display().to_string(),
         steps: meta.steps,
@@ -220,11 +232,11 @@ pub fn eval(o: &EvalOptions) -> Result<EvalReport> {
     };
     let (teacher_side, psnr, tx) = match &o.teacher {
         Some(tp) => {
-            let t = Teacher::open(tp, &o.runtime)?;
+            let t = Teacher::open_on(tp, &o.runtime, &o.device)?;
             if t.sample_shape() != shape || t.num_classes() != model.num_classes() {
                 bail!("--teacher makes samples of another shape or class set than --model");
             }
-            let (tx, tmeta) = draw(&t, Some(o.teacher_steps), o.samples, o.seed)?;
+            let (tx, tmeta) = draw(&t, Some(o.teacher_steps), o.samples, o.seed, &o.device)?;
             let psnr = metrics::psnr(&flat(&x)?, &flat(&tx)?, 2.0);
             let side = SideReport {
                 model: tp.display().to_string(),
