@@ -39,6 +39,9 @@ def parse_args():
     p.add_argument("--train-batch", type=int, default=0, help="also time a training step")
     p.add_argument("--train-steps", type=int, default=20)
     p.add_argument("--parity-atol", type=float, default=1e-4)
+    p.add_argument("--profile", action="store_true",
+                   help="torch.profiler table of the eager sampler at the first batch size "
+                        "(top ops by device time, kernel launch counts)")
     p.add_argument("--out", type=Path)
     return p.parse_args()
 
@@ -188,6 +191,23 @@ def main():
             r.update({"mode": mode, "batch": b, "first_call_s": first_s})
             report["sampler"].append(r)
             print(f"{mode:>18} batch {b:>4}: p50 {r['p50_ms']:.2f} ms (first call {first_s:.1f} s)")
+
+    # where PyTorch's eager time goes (launch-bound or not): the profiler's own table
+    if a.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        b = int(a.batch.split(",")[0])
+        x = torch.randn((b, *shape)).to(a.device)
+        y = (torch.arange(b) % classes).to(a.device) if classes else None
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if a.device.startswith("cuda") else [])
+        with torch.no_grad(), profile(activities=acts) as prof:
+            for _ in range(3):
+                sampler(x, y)
+            sync(a.device)
+        key = "cuda_time_total" if a.device.startswith("cuda") else "cpu_time_total"
+        report["profile_eager"] = {"batch": b, "calls": 3,
+                                   "table": prof.key_averages().table(sort_by=key, row_limit=15)}
+        print(report["profile_eager"]["table"])
 
     # 3. one training step of the same UNet: v-prediction DDPM loss, AdamW
     if a.train_batch:

@@ -72,6 +72,27 @@ pub struct OrtRuntime {
     name: &'static str,
     session: Option<Session>,
     output_names: Vec<String>,
+    /// ORT's per-node profile is being recorded (`FLASHCTL_ORT_PROFILE`); written on drop.
+    profiling: bool,
+}
+
+impl Drop for OrtRuntime {
+    fn drop(&mut self) {
+        if let (true, Some(s)) = (self.profiling, self.session.as_mut()) {
+            // ORT writes the profile only when asked to end it
+            let _ = s.end_profiling();
+        }
+    }
+}
+
+/// `FLASHCTL_ORT_PROFILE=DIR`: every ORT session records ONNX Runtime's own per-node profile
+/// (chrome-trace JSON) as DIR/RUNTIME-NNN_DATE.json, to see where the time goes on a device.
+fn profile_prefix(name: &str) -> Option<std::path::PathBuf> {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let dir = std::env::var_os("FLASHCTL_ORT_PROFILE")?;
+    let _ = std::fs::create_dir_all(&dir);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Some(std::path::Path::new(&dir).join(format!("{name}-{n:03}")))
 }
 
 impl OrtRuntime {
@@ -104,6 +125,7 @@ impl OrtRuntime {
             name,
             session: None,
             output_names: vec![],
+            profiling: false,
         })
     }
 
@@ -115,7 +137,12 @@ impl OrtRuntime {
         }
         #[cfg(feature = "ort-cuda")]
         if self.name == "ort-cuda" {
-            v.push(ort::ep::CUDA::default().build().error_on_failure());
+            v.push(
+                ort::ep::CUDA::default()
+                    .with_tf32(cuda_tf32())
+                    .build()
+                    .error_on_failure(),
+            );
         }
         if self.name == "ort-cpu" {
             v.push(ort::ep::CPU::default().build().error_on_failure());
@@ -182,12 +209,15 @@ impl Runtime for OrtRuntime {
         self.output_names = crate::runtime::graph_output_names(onnx)?;
         let providers = self.providers();
         let env = environment().map_err(|e| self.fail(e))?;
-        let session = Session::builder(env)
+        let mut builder = Session::builder(env)
             .map_err(|e| self.fail(e))?
             .with_execution_providers(providers)
-            .map_err(|e| self.fail(e))?
-            .commit_from_memory(onnx)
             .map_err(|e| self.fail(e))?;
+        if let Some(prefix) = profile_prefix(self.name) {
+            builder = builder.with_profiling(prefix).map_err(|e| self.fail(e))?;
+            self.profiling = true;
+        }
+        let session = builder.commit_from_memory(onnx).map_err(|e| self.fail(e))?;
         self.session = Some(session);
         Ok(())
     }
@@ -237,9 +267,17 @@ impl Runtime for OrtRuntime {
 
     fn provider(&self) -> String {
         match self.name {
-            "ort-cuda" => "onnxruntime CUDAExecutionProvider".into(),
+            "ort-cuda" if cuda_tf32() => "onnxruntime CUDAExecutionProvider (TF32)".into(),
+            "ort-cuda" => "onnxruntime CUDAExecutionProvider (fp32, TF32 off)".into(),
             "ort-tensorrt" => "onnxruntime TensorrtExecutionProvider".into(),
             _ => "onnxruntime CPUExecutionProvider".into(),
         }
     }
+}
+
+/// ORT's CUDA provider computes MatMul/Conv in strict fp32 unless `FLASHCTL_ORT_CUDA_TF32=1`
+/// (ORT's `use_tf32`, PyTorch's `allow_tf32`): a speed knob for benchmarks; parity runs keep it
+/// off, and the provider name in every report says which was used.
+pub fn cuda_tf32() -> bool {
+    std::env::var("FLASHCTL_ORT_CUDA_TF32").is_ok_and(|v| v == "1")
 }
