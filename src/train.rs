@@ -134,6 +134,7 @@ pub fn default_schedule(ds: &Dataset) -> ScheduleConfig {
 pub use crate::train_loop::TrainReport;
 
 /// Train (or resume) a teacher into `out` with the DDPM loss on the model's parameterisation.
+#[allow(clippy::too_many_arguments)] // the run's what (data, model, options) and where (out, device)
 pub fn train_teacher(
     ds: &Dataset,
     denoiser: Denoiser,

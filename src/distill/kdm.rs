@@ -233,6 +233,7 @@ fn rows(t: &Tensor, idx: &[u32], device: &Device) -> Result<Tensor> {
 }
 
 /// Train a KDM generator on `pairs` into `out`.
+#[allow(clippy::too_many_arguments)] // the run's what (data, model, options) and where (out, device)
 pub fn distill(
     pairs: &PairSet,
     cfg: KdmConfig,
