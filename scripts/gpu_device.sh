@@ -41,5 +41,6 @@ fi
 . "$W/root/ort/c2/unpack.sh"
 export CUDA_CACHE_PATH=$W/nvcache/.nv/ComputeCache
 export PYTHONPATH=$W/site${PYTHONPATH:+:$PYTHONPATH}
-export FLASHCTL=$W/bin/flashctl FASHION_MNIST_DIR=$W/root/fashion-mnist DEVICE=cuda
+# the job's work folder stays in /tmp while the machine is warm: a second `run` call continues it
+export FLASHCTL=$W/bin/flashctl FASHION_MNIST_DIR=$W/root/fashion-mnist DEVICE=cuda JOB_WORK=$W/work
 exec bash "$(dirname "$0")/gpu_job.sh" "$PROFILE"

@@ -9,7 +9,8 @@
 #   bash scripts/gpu_job.sh smoke   # anywhere, on the CPU: the same pipeline in seconds
 #
 # Env: FLASHCTL (binary), DEVICE (cuda|cpu), FASHION_MNIST_DIR, OUT (results folder),
-# PYTHON (with torch + diffusers for the peer; the stage is skipped without them).
+# PYTHON (with torch + diffusers for the peer; the stage is skipped without them), JOB_WORK (the
+# work folder; run again with the same one to continue where a deadline stopped it).
 set -uo pipefail
 PROFILE=${1:-full}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,8 +35,7 @@ case "$PROFILE" in
   *) echo "error: profile $PROFILE (full, smoke)" >&2; exit 2 ;;
 esac
 LOG=$OUT/job.log
-: > "$LOG"
-: > "$W/stages.tsv"
+touch "$W/stages.tsv"   # a rerun with the same JOB_WORK skips the stages that already passed
 echo "profile $PROFILE device $DEVICE runtime $RT binary $FLASHCTL" | tee -a "$LOG"
 export FLASHCTL_ORT_CUDA_TF32=0
 
@@ -45,6 +45,10 @@ JOB_START=$(date +%s)
 # and is skipped (exit code 125) when under 10 s is left.
 stage() {
   local name=$1 limit=$2; shift 2
+  if grep -q "^$name	.*	0$" "$W/stages.tsv"; then
+    echo "   $name: passed in an earlier run of this JOB_WORK" | tee -a "$LOG"
+    return 0
+  fi
   local left=$((DEADLINE_S - ($(date +%s) - JOB_START)))
   if [ "$left" -lt 10 ]; then
     printf '%s\t%s\t%s\n' "$name" "skipped (deadline)" 125 >> "$W/stages.tsv"
@@ -72,39 +76,32 @@ F=$FLASHCTL
 D="--device $DEVICE"
 FN="--featurenet $ROOT/fixtures/featurenet"  # the binary's built-in path is the build machine's
 stage env 60 bash -c "nvidia-smi -L 2>/dev/null || echo no-gpu; $F --version"
-# the eager convolution on the device, both ways (a few iterations each)
+# the eager convolution on the device, both ways (a few iterations each), after a warm-up that
+# absorbs first-use costs (the driver's PTX compile when the carried cache does not apply)
+stage conv_warmup 120 "$F" teacher train --dataset fashion-mnist --data-dir "$FM" --preset "$PRESET" \
+  --batch "$TRAIN_BATCH" --iters 2 $D --out "$W/conv_warmup"
 for conv in native im2col; do
   stage "conv_$conv" 120 env FLASHCTL_EAGER_CONV=$conv "$F" teacher train --dataset fashion-mnist \
     --data-dir "$FM" --preset "$PRESET" --batch "$TRAIN_BATCH" --iters 15 $D --out "$W/conv_$conv"
 done
+# in order of what the issue needs most, so a deadline cuts the least important stages:
+# 1. teacher, 3-step student, its graph on ORT, its latency vs the teacher, the PyTorch peer
 stage teacher_train $((T_TEACHER + 60)) "$F" teacher train --dataset fashion-mnist --data-dir "$FM" \
   --preset "$PRESET" --batch "$TRAIN_BATCH" --iters 1000000 --time-budget "$T_TEACHER" $D --out "$W/teacher"
-stage teacher_eval 120 "$F" eval --model "$W/teacher" --steps "$TEACHER_EVAL_STEPS" --dataset fashion-mnist \
-  --data-dir "$FM" --samples "$EVAL_N" --seed 7 $D $FN --json
-for k in 1 2 3; do
-  stage "if${k}_distill" $((T_STUDENT + 60)) "$F" distill --teacher "$W/teacher" --steps "$k" \
-    --iters 1000000 --time-budget "$T_STUDENT" $D --out "$W/if$k"
-  stage "if${k}_eval" 120 "$F" eval --model "$W/if$k" --dataset fashion-mnist --data-dir "$FM" \
+distill_if() {
+  stage "if${1}_distill" $((T_STUDENT + 60)) "$F" distill --teacher "$W/teacher" --steps "$1" \
+    --iters 1000000 --time-budget "$T_STUDENT" $D --out "$W/if$1"
+}
+eval_model() {  # eval_model NAME MODEL [--steps K]
+  local name=$1 model=$2; shift 2
+  stage "${name}_eval" 120 "$F" eval --model "$model" "$@" --dataset fashion-mnist --data-dir "$FM" \
     --samples "$EVAL_N" --seed 7 $D $FN --json
-done
-stage pairs 120 "$F" pairs generate --teacher "$W/teacher" --count "$PAIRS" --steps "$PAIR_STEPS" \
-  --shard-size 512 --batch 256 $D --out "$W/pairs"
-stage kdm_distill $((T_KDM + 60)) "$F" distill --method kdm --pairs "$W/pairs" --iters 1000000 \
-  --time-budget "$T_KDM" --student-preset "$KDM_PRESET" $D --out "$W/kdm"
-stage kdm_eval 120 "$F" eval --model "$W/kdm" --dataset fashion-mnist --data-dir "$FM" \
-  --samples "$EVAL_N" --seed 7 $D $FN --json
-# the exported 3-step student on ORT (the device's), fp32 and fp16
+}
+distill_if 3
 stage export_fp32 120 "$F" export --model "$W/if3" --out "$W/e32/model.onnx"
-stage export_fp16 120 "$F" export --model "$W/if3" --precision fp16 --out "$W/e16/model.onnx"
 stage validate_fp32 180 "$F" validate "$W/e32/model.onnx" --runtimes "$RT,ort-cpu,tract" --runs "$RUNS" --json
-stage validate_fp16 180 "$F" validate "$W/e16/model.onnx" --runtimes "$RT" --runs "$RUNS" --json
 stage bench_fp32 240 "$F" bench --model "$W/if3" --teacher "$W/teacher" --teacher-steps 50 --runtime "$RT" \
   --batch "$BENCH_BATCH" --runs "$RUNS" --out "$W/bench32" --json
-stage bench_fp32_tf32 240 env FLASHCTL_ORT_CUDA_TF32=1 "$F" bench --model "$W/if3" --runtime "$RT" \
-  --batch "$BENCH_BATCH" --runs "$RUNS" --out "$W/bench32tf" --json
-# where the time goes in ORT: its own per-node profile of the student graph (summarised by op)
-stage bench_profile 120 env FLASHCTL_ORT_PROFILE="$W/ortprof" "$F" bench --model "$W/if3" \
-  --runtime "$RT" --batch "$BENCH_BATCH" --runs 5 --warmup 1 --out "$W/benchprof" --json
 # the PyTorch peer: same weights, same sampler plan, checked against the export's reference
 if "$PYTHON" -c "import torch, diffusers" 2>/dev/null; then
   stage peer 300 "$PYTHON" "$ROOT/scripts/torch_peer.py" --model "$W/if3" --export "$W/e32" \
@@ -113,6 +110,25 @@ if "$PYTHON" -c "import torch, diffusers" 2>/dev/null; then
 else
   echo "   peer skipped: $PYTHON has no torch + diffusers" | tee -a "$LOG"
 fi
+# 2. ORT with TF32, where ORT's time goes, the fp16 graph
+stage bench_fp32_tf32 240 env FLASHCTL_ORT_CUDA_TF32=1 "$F" bench --model "$W/if3" --runtime "$RT" \
+  --batch "$BENCH_BATCH" --runs "$RUNS" --out "$W/bench32tf" --json
+stage bench_profile 120 env FLASHCTL_ORT_PROFILE="$W/ortprof" "$F" bench --model "$W/if3" \
+  --runtime "$RT" --batch "$BENCH_BATCH" --runs 5 --warmup 1 --out "$W/benchprof" --json
+stage export_fp16 120 "$F" export --model "$W/if3" --precision fp16 --out "$W/e16/model.onnx"
+stage validate_fp16 180 "$F" validate "$W/e16/model.onnx" --runtimes "$RT" --runs "$RUNS" --json
+# 3. quality: FD-FMNIST of the teacher (DDIM-50) and every student
+eval_model teacher "$W/teacher" --steps "$TEACHER_EVAL_STEPS"
+eval_model if3 "$W/if3"
+for k in 1 2; do
+  distill_if "$k"
+  eval_model "if$k" "$W/if$k"
+done
+stage pairs 120 "$F" pairs generate --teacher "$W/teacher" --count "$PAIRS" --steps "$PAIR_STEPS" \
+  --shard-size 512 --batch 256 $D --out "$W/pairs"
+stage kdm_distill $((T_KDM + 60)) "$F" distill --method kdm --pairs "$W/pairs" --iters 1000000 \
+  --time-budget "$T_KDM" --student-preset "$KDM_PRESET" $D --out "$W/kdm"
+eval_model kdm "$W/kdm"
 # what comes back: results.json, job.log, PNGs, the teacher and the 3-step student (<= 15 MiB parts)
 tar -C "$W" -cf "$OUT/pngs.tar" $(cd "$W" && ls -d */eval/*.png */samples.png */loss.png 2>/dev/null)
 tar -C "$W" -cJf "$W/models.tar.xz" teacher/config.json teacher/model.safetensors \
