@@ -42,5 +42,7 @@ fi
 export CUDA_CACHE_PATH=$W/nvcache/.nv/ComputeCache
 export PYTHONPATH=$W/site${PYTHONPATH:+:$PYTHONPATH}
 # the job's work folder stays in /tmp while the machine is warm: a second `run` call continues it
-export FLASHCTL=$W/bin/flashctl FASHION_MNIST_DIR=$W/root/fashion-mnist DEVICE=cuda JOB_WORK=$W/work
+# (DEVICE=cpu with the link-time libcuda stub on LD_LIBRARY_PATH rehearses all of this on a
+# machine without a GPU: docs/gpu.md)
+export FLASHCTL=$W/bin/flashctl FASHION_MNIST_DIR=$W/root/fashion-mnist DEVICE=${DEVICE:-cuda} JOB_WORK=$W/work
 exec bash "$(dirname "$0")/gpu_job.sh" "$PROFILE"
