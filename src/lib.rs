@@ -16,6 +16,7 @@ pub mod eval;
 pub mod export;
 pub mod models;
 pub mod network;
+pub mod optimizer;
 pub mod pairs;
 pub mod plot;
 pub mod sample;

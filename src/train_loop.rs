@@ -5,6 +5,7 @@
 //! exactly as an uninterrupted one would. The method supplies only its loss.
 
 use crate::checkpoint::{self, ModelConfig};
+use crate::optimizer::AdamW;
 use crate::train::TrainOptions;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
@@ -14,61 +15,6 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-
-/// AdamW with state kept as plain tensors so it can be checkpointed and resumed.
-struct AdamW {
-    vars: Vec<(String, Var)>,
-    m: Vec<Tensor>,
-    v: Vec<Tensor>,
-    step: usize,
-    lr: f64,
-    wd: f64,
-}
-
-const BETA1: f64 = 0.9;
-const BETA2: f64 = 0.999;
-const ADAM_EPS: f64 = 1e-8;
-
-impl AdamW {
-    fn new(vars: Vec<(String, Var)>, lr: f64, wd: f64) -> Result<Self> {
-        let zeros = |v: &Var| v.as_tensor().zeros_like();
-        let m = vars
-            .iter()
-            .map(|(_, v)| zeros(v))
-            .collect::<candle_core::Result<_>>()?;
-        let v2 = vars
-            .iter()
-            .map(|(_, v)| zeros(v))
-            .collect::<candle_core::Result<_>>()?;
-        Ok(Self {
-            vars,
-            m,
-            v: v2,
-            step: 0,
-            lr,
-            wd,
-        })
-    }
-
-    fn step(&mut self, grads: &candle_core::backprop::GradStore) -> Result<()> {
-        self.step += 1;
-        let bc1 = 1.0 - BETA1.powi(self.step as i32);
-        let bc2 = 1.0 - BETA2.powi(self.step as i32);
-        for (i, (_, var)) in self.vars.iter().enumerate() {
-            let Some(g) = grads.get(var.as_tensor()) else {
-                continue;
-            };
-            self.m[i] = ((&self.m[i] * BETA1)? + (g * (1.0 - BETA1))?)?;
-            self.v[i] = ((&self.v[i] * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?;
-            let mhat = (&self.m[i] / bc1)?;
-            let vhat = (&self.v[i] / bc2)?;
-            let upd = (mhat / (vhat.sqrt()? + ADAM_EPS)?)?;
-            let theta = ((var.as_tensor() * (1.0 - self.lr * self.wd))? - (upd * self.lr)?)?;
-            var.set(&theta)?;
-        }
-        Ok(())
-    }
-}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct TrainState {
@@ -174,11 +120,8 @@ where
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut adam = AdamW::new(vars.clone(), opts.lr, opts.weight_decay)?;
-    let mut ema: HashMap<String, Tensor> = vars
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().copy().unwrap()))
-        .collect();
+    let flat = crate::optimizer::flat_for(&device);
+    let mut adam = AdamW::new(vars.clone(), opts.lr, opts.weight_decay, flat)?;
     let mut start = 0;
     let mut losses: Vec<(usize, f32)> = vec![];
     // 2. resume from the last checkpoint
@@ -208,13 +151,14 @@ where
                 .cloned()
                 .with_context(|| format!("{}: tensor `{k}` missing", state_path.display()))
         };
-        for (i, (name, var)) in vars.iter().enumerate() {
-            var.set(&get(&format!("param.{name}"))?)?;
-            adam.m[i] = get(&format!("adam_m.{name}"))?;
-            adam.v[i] = get(&format!("adam_v.{name}"))?;
-            ema.insert(name.clone(), get(&format!("ema.{name}"))?);
+        let (mut params, mut m, mut v, mut ema) = (vec![], vec![], vec![], vec![]);
+        for (name, _) in &vars {
+            params.push(get(&format!("param.{name}"))?);
+            m.push(get(&format!("adam_m.{name}"))?);
+            v.push(get(&format!("adam_v.{name}"))?);
+            ema.push(get(&format!("ema.{name}"))?);
         }
-        adam.step = st.step;
+        adam.restore(st.step, &params, m, v, ema)?;
         start = st.step;
         losses = read_loss_log(&out.join("loss.csv"))?
             .into_iter()
@@ -231,24 +175,20 @@ where
             .unwrap(),
     );
     pb.set_position(start as u64);
-    let save = |step: usize,
-                adam: &AdamW,
-                ema: &HashMap<String, Tensor>,
-                losses: &[(usize, f32)]|
-     -> Result<()> {
+    let save = |step: usize, adam: &AdamW, losses: &[(usize, f32)]| -> Result<()> {
         let mut st = HashMap::new();
+        let mut model_ema: HashMap<String, Tensor> = HashMap::new();
         for (i, (name, var)) in vars.iter().enumerate() {
+            let (m, v, ema) = adam.moments(i)?;
             st.insert(format!("param.{name}"), var.as_tensor().clone());
-            st.insert(format!("adam_m.{name}"), adam.m[i].clone());
-            st.insert(format!("adam_v.{name}"), adam.v[i].clone());
-            st.insert(format!("ema.{name}"), ema[name].clone());
+            st.insert(format!("adam_m.{name}"), m);
+            st.insert(format!("adam_v.{name}"), v);
+            st.insert(format!("ema.{name}"), ema.clone());
+            if model_params.contains(name) {
+                model_ema.insert(name.clone(), ema);
+            }
         }
         checkpoint::save_tensors(&state_path, &st)?;
-        let model_ema: HashMap<String, Tensor> = ema
-            .iter()
-            .filter(|(k, _)| model_params.contains(*k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
         checkpoint::save_tensors(&out.join(checkpoint::WEIGHTS_FILE), &model_ema)?;
         checkpoint::write_atomic(
             &state_json,
@@ -281,10 +221,7 @@ where
         let decay = opts
             .ema_decay
             .min((1.0 + step as f64) / (10.0 + step as f64));
-        for (name, var) in &vars {
-            let e = ((&ema[name] * decay)? + (var.as_tensor() * (1.0 - decay))?)?;
-            ema.insert(name.clone(), e);
-        }
+        adam.update_ema(decay)?;
         losses.push((step + 1, lv));
         pb.set_message(format!("loss {lv:.4}"));
         pb.inc(1);
@@ -293,7 +230,7 @@ where
             .time_budget_s
             .is_some_and(|b| loop_start.elapsed().as_secs_f64() >= b);
         if done.is_multiple_of(opts.checkpoint_every) || done == opts.iters || out_of_time {
-            save(done, &adam, &ema, &losses)?;
+            save(done, &adam, &losses)?;
         }
         if out_of_time && done < opts.iters {
             iters_done = done;
@@ -301,7 +238,7 @@ where
         }
     }
     if start >= opts.iters {
-        save(start, &adam, &ema, &losses)?;
+        save(start, &adam, &losses)?;
     }
     let loop_seconds = loop_start.elapsed().as_secs_f64();
     pb.finish_and_clear();
