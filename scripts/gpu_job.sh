@@ -117,6 +117,8 @@ stage bench_profile 120 env FLASHCTL_ORT_PROFILE="$W/ortprof" "$F" bench --model
   --runtime "$RT" --batch "$BENCH_BATCH" --runs 5 --warmup 1 --out "$W/benchprof" --json
 stage export_fp16 120 "$F" export --model "$W/if3" --precision fp16 --out "$W/e16/model.onnx"
 stage validate_fp16 180 "$F" validate "$W/e16/model.onnx" --runtimes "$RT" --runs "$RUNS" --json
+stage bench_fp16 240 "$F" bench --model "$W/if3" --teacher "$W/teacher" --teacher-steps 50 --runtime "$RT" \
+  --precision fp16 --batch "$BENCH_BATCH" --runs "$RUNS" --out "$W/bench16" --json
 # 3. quality: FD-FMNIST of the teacher (DDIM-50) and every student
 eval_model teacher "$W/teacher" --steps "$TEACHER_EVAL_STEPS"
 eval_model if3 "$W/if3"

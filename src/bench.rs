@@ -25,6 +25,8 @@ pub struct BenchOptions {
     pub warmup: usize,
     pub runs: usize,
     pub out: PathBuf,
+    /// Precision of every exported graph (student, student call, teacher call).
+    pub precision: Precision,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -56,6 +58,8 @@ pub struct Ratio {
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
     pub runtime: String,
+    /// `fp32` or `fp16` (the graphs' compute precision; inputs and outputs stay fp32)
+    pub precision: String,
     pub provider: String,
     pub device: String,
     pub warmup: usize,
@@ -132,18 +136,24 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
     if o.batches.is_empty() || o.batches.contains(&0) || o.runs == 0 {
         anyhow::bail!(BadInput("--batch sizes and --runs must be positive".into()));
     }
+    if o.runtime == "candle" && o.precision != Precision::Fp32 {
+        anyhow::bail!(BadInput(
+            "--runtime candle runs the eager model in fp32; --precision fp16 needs a graph runtime"
+                .into()
+        ));
+    }
     std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
     let work = tempfile_dir(&o.out)?;
     let student = checkpoint::load(&o.model, &Device::Cpu)?;
     let k = student.config.sampler_plan(None, None)?.steps.len();
     let g_student = work.join("student/model.onnx");
-    export::export(&o.model, None, None, Precision::Fp32, &g_student)?;
+    export::export(&o.model, None, None, o.precision, &g_student)?;
     let g_call = work.join("student_call/model.onnx");
-    export::export_denoiser(&o.model, Precision::Fp32, &g_call)?;
+    export::export_denoiser(&o.model, o.precision, &g_call)?;
     let teacher = match &o.teacher {
         Some(t) => {
             let g = work.join("teacher_call/model.onnx");
-            export::export_denoiser(t, Precision::Fp32, &g)?;
+            export::export_denoiser(t, o.precision, &g)?;
             let m = checkpoint::load(t, &Device::Cpu)?;
             let plan = m
                 .config
@@ -206,6 +216,7 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
     )?;
     let report = BenchReport {
         runtime: o.runtime.clone(),
+        precision: o.precision.name().to_string(),
         provider: rt_student.provider(),
         device: crate::bundle::device_name(),
         warmup: o.warmup,

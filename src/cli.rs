@@ -116,6 +116,9 @@ pub struct BenchArgs {
     /// where bench.json and latency.png go
     #[arg(long, default_value = "runs/bench")]
     pub out: PathBuf,
+    /// fp32 or fp16 for every exported graph (see `export --precision`)
+    #[arg(long, default_value = "fp32")]
+    pub precision: String,
     /// print the JSON report instead of the table
     #[arg(long)]
     pub json: bool,

@@ -345,6 +345,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 warmup: a.warmup,
                 runs: a.runs,
                 out: a.out,
+                precision: a.precision.parse().map_err(BadInput)?,
             })?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&r)?);

@@ -158,4 +158,27 @@ fn bench_reports_speedup_unroll_overhead_and_a_plot() {
     let t = &r["teacher"]["per_batch"][1];
     assert!(t["p99_ms"].as_f64().unwrap() >= t["p50_ms"].as_f64().unwrap());
     assert!(out.join("latency.png").is_file() && out.join("bench.json").is_file());
+    assert_eq!(r["precision"], "fp32");
+    // the same student with fp16 graphs, in ONNX Runtime when it is installed
+    if common::ort_available() {
+        let json = ok(&[
+            "bench",
+            "--model",
+            s(&model("mlp_if2")),
+            "--runtime",
+            "ort-cpu",
+            "--precision",
+            "fp16",
+            "--batch",
+            "2",
+            "--runs",
+            "2",
+            "--out",
+            s(&tmp.path().join("bench16")),
+            "--json",
+        ]);
+        let r: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(r["precision"], "fp16");
+        assert!(r["student"]["per_batch"][0]["p50_ms"].as_f64().unwrap() > 0.0);
+    }
 }
