@@ -37,15 +37,18 @@ peer_path = work / "peer.json"
 if peer_path.exists():
     peer = json.loads(peer_path.read_text())
     res["peer"] = peer
-    # ratios: flashctl's exported 3-step student (bench, student p50) / PyTorch's, per batch
-    bench = res["stages"].get("bench_fp32", {}).get("report")
+    # ratios: flashctl's exported 3-step student (bench, student p50) / PyTorch's, per batch, at
+    # the same math: ORT fp32 (TF32 off) vs PyTorch :fp32, ORT with TF32 vs PyTorch :tf32
     ratios = []
-    if bench:
+    for math, stage in (("fp32", "bench_fp32"), ("tf32", "bench_fp32_tf32")):
+        bench = res["stages"].get(stage, {}).get("report")
+        if not bench:
+            continue
         ours = {b["batch"]: b for b in bench["student"]["per_batch"]}
         for r in peer.get("sampler", []):
             o = ours.get(r["batch"])
-            if o:
-                ratios.append({"batch": r["batch"], "peer_mode": r["mode"],
+            if o and r.get("math") == math:
+                ratios.append({"batch": r["batch"], "math": math, "peer_mode": r["mode"],
                                "flashctl_p50_ms": o["p50_ms"], "peer_p50_ms": r["p50_ms"],
                                "ratio": o["p50_ms"] / r["p50_ms"]})
     res["ratios_vs_peer"] = ratios

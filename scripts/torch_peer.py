@@ -29,13 +29,12 @@ def parse_args():
     p.add_argument("--export", required=True, type=Path, help="its `flashctl export` directory")
     p.add_argument("--device", default="cuda")
     p.add_argument("--batch", default="1,64", help="batch sizes, comma separated")
-    p.add_argument("--modes", default="eager,compile",
-                   help="eager, compile (torch.compile default), compile-cudagraphs "
-                        "(mode=reduce-overhead), comma separated")
+    p.add_argument("--modes", default="eager:fp32,eager:tf32,compile:tf32",
+                   help="MODE:MATH, comma separated; MODE eager, compile (torch.compile "
+                        "default) or compile-cudagraphs (mode=reduce-overhead); MATH fp32 "
+                        "(TF32 off) or tf32 (TF32 for matmul and conv)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--runs", type=int, default=20)
-    p.add_argument("--tf32", choices=["on", "off"], default="on",
-                   help="TF32 for matmul/conv while timing (parity always runs with it off)")
     p.add_argument("--train-batch", type=int, default=0, help="also time a training step")
     p.add_argument("--train-steps", type=int, default=20)
     p.add_argument("--parity-atol", type=float, default=1e-4)
@@ -149,7 +148,6 @@ def main():
         "model": str(a.model),
         "parameters": sum(p.numel() for p in unet.parameters()),
         "steps": len(plan["steps"]),
-        "tf32": a.tf32,
     }
 
     # 1. the same function: the export's reference inputs give its reference output
@@ -167,9 +165,12 @@ def main():
         fail(f"the peer does not compute the exported function: max abs {err:.3g} > {a.parity_atol}")
 
     # 2. the sampler, per mode and batch size
-    set_tf32(torch, a.tf32 == "on")
     report["sampler"] = []
-    for mode in [m for m in a.modes.split(",") if m]:
+    for spec in [m for m in a.modes.split(",") if m]:
+        mode, _, math = spec.partition(":")
+        if math not in ("fp32", "tf32"):
+            fail(f"--modes {spec}: give the math too, {mode}:fp32 or {mode}:tf32")
+        set_tf32(torch, math == "tf32")
         if mode == "eager":
             fn = sampler
         elif mode in ("compile", "compile-cudagraphs"):
@@ -188,9 +189,9 @@ def main():
             first_s = time.perf_counter() - t0
             with torch.no_grad():
                 r = time_fn(lambda: fn(x, y), a.device, a.warmup, a.runs)
-            r.update({"mode": mode, "batch": b, "first_call_s": first_s})
+            r.update({"mode": mode, "math": math, "batch": b, "first_call_s": first_s})
             report["sampler"].append(r)
-            print(f"{mode:>18} batch {b:>4}: p50 {r['p50_ms']:.2f} ms (first call {first_s:.1f} s)")
+            print(f"{spec:>23} batch {b:>4}: p50 {r['p50_ms']:.2f} ms (first call {first_s:.1f} s)")
 
     # where PyTorch's eager time goes (launch-bound or not): the profiler's own table
     if a.profile:
@@ -209,8 +210,10 @@ def main():
                                    "table": prof.key_averages().table(sort_by=key, row_limit=15)}
         print(report["profile_eager"]["table"])
 
-    # 3. one training step of the same UNet: v-prediction DDPM loss, AdamW
+    # 3. one training step of the same UNet: v-prediction DDPM loss, AdamW, fp32 (TF32 off) as
+    # flashctl's candle training
     if a.train_batch:
+        set_tf32(torch, False)
         sched = cfg["schedule"]
         betas = torch.linspace(sched["beta_start"], sched["beta_end"], sched["num_train_timesteps"])
         ac = torch.cumprod(1 - betas, 0).to(a.device)
@@ -232,7 +235,7 @@ def main():
             return loss.item()  # one host sync per step, as flashctl's loop logs its loss
 
         r = time_fn(step, a.device, a.warmup, a.train_steps)
-        r.update({"mode": "eager", "batch": b})
+        r.update({"mode": "eager", "math": "fp32", "batch": b})
         report["train_step"] = r
         print(f"train step (fwd+bwd+AdamW) batch {b}: p50 {r['p50_ms']:.2f} ms")
 
