@@ -1,5 +1,6 @@
-//! The training loop every method shares (teacher DDPM training, Imagine Flash, KDM): AdamW,
-//! EMA, periodic atomic checkpoints, `--resume`, progress bar, loss log (CSV) and curve (PNG).
+//! The training loop every method shares (teacher DDPM training, Imagine Flash, KDM): AdamW and
+//! EMA (`optimizer`), periodic atomic checkpoints, `--resume`, `--time-budget`, progress bar,
+//! loss log (CSV) and curve (PNG), on the device of `LoopSpec.device`.
 //!
 //! Determinism: iteration `i` gets an RNG seeded by (seed, i), so a resumed run continues
 //! exactly as an uninterrupted one would. The method supplies only its loss.
