@@ -99,7 +99,8 @@ eval_model() {  # eval_model NAME MODEL [--steps K]
 }
 distill_if 3
 stage export_fp32 120 "$F" export --model "$W/if3" --out "$W/e32/model.onnx"
-stage validate_fp32 180 "$F" validate "$W/e32/model.onnx" --runtimes "$RT,ort-cpu,tract" --runs "$RUNS" --json
+VALIDATE_RT=$(echo "$RT,ort-cpu,tract" | tr ',' '\n' | awk '!seen[$0]++' | paste -sd, -)
+stage validate_fp32 180 "$F" validate "$W/e32/model.onnx" --runtimes "$VALIDATE_RT" --runs "$RUNS" --json
 stage bench_fp32 240 "$F" bench --model "$W/if3" --teacher "$W/teacher" --teacher-steps 50 --runtime "$RT" \
   --batch "$BENCH_BATCH" --runs "$RUNS" --out "$W/bench32" --json
 # the PyTorch peer: same weights, same sampler plan, checked against the export's reference
