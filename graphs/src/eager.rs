@@ -243,6 +243,19 @@ fn conv2d_im2col(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Resul
 mod tests {
     use super::*;
 
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
     #[test]
     fn im2col_conv_matches_candle_conv() {
         let dev = Device::Cpu;
@@ -259,16 +272,7 @@ mod tests {
             let want = x.conv2d(&wt, pad, stride, 1, 1).unwrap();
             let got = conv2d_im2col(&x, &wt, stride, pad).unwrap();
             assert_eq!(got.dims(), want.dims());
-            let err = (got - want)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let err = max_diff(&got, &want);
             assert!(err < 1e-4, "{c} {o} {k} {h}x{w} s{stride} p{pad}: {err}");
         }
     }
@@ -278,18 +282,6 @@ mod tests {
     #[test]
     fn native_and_im2col_conv_agree_in_value_and_gradient() {
         let dev = Device::Cpu;
-        let max_diff = |a: &Tensor, b: &Tensor| {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
         for (stride, pad) in [(1, 1), (2, 1)] {
             let x = candle_core::Var::randn(0f32, 1., (2, 3, 8, 8), &dev).unwrap();
             let w = candle_core::Var::randn(0f32, 1., (4, 3, 3, 3), &dev).unwrap();
