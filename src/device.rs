@@ -6,7 +6,7 @@
 //! arithmetic does.
 
 use crate::validation::BadInput;
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 
 /// A parsed `--device` value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,15 +61,6 @@ impl DeviceSpec {
 /// Parse and open a `--device` value in one step.
 pub fn open(spec: &str) -> Result<Device, BadInput> {
     spec.parse::<DeviceSpec>().map_err(BadInput)?.open()
-}
-
-/// `t` on `device` (a no-op when it is already there).
-pub fn to(t: &Tensor, device: &Device) -> candle_core::Result<Tensor> {
-    if t.device().same_device(device) {
-        Ok(t.clone())
-    } else {
-        t.to_device(device)
-    }
 }
 
 /// Short name for reports: `cpu` or `cuda:N`.

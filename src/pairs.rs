@@ -136,10 +136,10 @@ fn make_shard(
     let mut at = 0;
     while at < n {
         let b = batch.min(n - at);
-        let x = crate::device::to(&x_t.narrow(0, at, b)?, device)?;
+        let x = x_t.narrow(0, at, b)?.to_device(device)?;
         let y = labels
             .as_ref()
-            .map(|l| crate::device::to(&l.narrow(0, at, b)?, device))
+            .map(|l| l.narrow(0, at, b)?.to_device(device))
             .transpose()?;
         outs.push(
             teacher

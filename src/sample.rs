@@ -80,10 +80,8 @@ pub fn sample(model: &Path, opts: &SampleOptions) -> Result<SampleReport> {
             (x, l)
         }
     };
-    let noise = crate::device::to(&noise, opts.device)?;
-    let labels = labels
-        .map(|l| crate::device::to(&l, opts.device))
-        .transpose()?;
+    let noise = noise.to_device(opts.device)?;
+    let labels = labels.map(|l| l.to_device(opts.device)).transpose()?;
     let x = teacher
         .sample(&plan, &noise, labels.as_ref())?
         .to_device(&Device::Cpu)?;

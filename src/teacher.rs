@@ -194,10 +194,7 @@ impl Teacher {
                 let ops = EagerOps::new(m.var_builder(x.device()));
                 Ok(m.config.denoiser.forward(&ops, x, &t, labels.as_ref())?)
             }
-            Teacher::Onnx(o) => Ok(crate::device::to(
-                &o.denoise(x, &t, labels.as_ref())?,
-                x.device(),
-            )?),
+            Teacher::Onnx(o) => Ok(o.denoise(x, &t, labels.as_ref())?.to_device(x.device())?),
         }
     }
 
@@ -226,7 +223,7 @@ impl Teacher {
                 let ops = EagerOps::new(candle_nn::VarBuilder::zeros(DType::F32, noise.device()));
                 Ok(sampler::sample_with(&ops, plan, noise, |x, t| {
                     o.denoise(x, t, labels.as_ref())
-                        .and_then(|y| Ok(crate::device::to(&y, x.device())?))
+                        .and_then(|y| Ok(y.to_device(x.device())?))
                         .map_err(|e| GraphError::Invalid(format!("{e:#}")))
                 })?)
             }

@@ -229,7 +229,7 @@ pub fn loss(ops: &EagerOps, c: &KdmConfig, o: &KdmOptions, d: &KdmDraw) -> Resul
 /// Rows `idx` of a host tensor, copied to `device` (the pair set stays in host memory).
 fn rows(t: &Tensor, idx: &[u32], device: &Device) -> Result<Tensor> {
     let i = Tensor::from_vec(idx.to_vec(), idx.len(), t.device())?;
-    Ok(crate::device::to(&t.index_select(&i, 0)?, device)?)
+    Ok(t.index_select(&i, 0)?.to_device(device)?)
 }
 
 /// Train a KDM generator on `pairs` into `out`.

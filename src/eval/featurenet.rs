@@ -85,7 +85,9 @@ impl FeatureNet {
         let mut out = vec![];
         let n = x.dims()[0];
         for s in (0..n).step_by(256) {
-            let xb = crate::device::to(&x.narrow(0, s, (n - s).min(256))?, self.ops.device())?;
+            let xb = x
+                .narrow(0, s, (n - s).min(256))?
+                .to_device(self.ops.device())?;
             let (f, _) = forward(&self.ops, &xb)?;
             out.extend(f.flatten_all()?.to_vec1::<f32>()?);
         }

@@ -118,9 +118,9 @@ fn draw(
         let m = (n - s).min(chunk);
         let l = labels
             .as_ref()
-            .map(|l| crate::device::to(&l.narrow(0, s, m)?, device))
+            .map(|l| l.narrow(0, s, m)?.to_device(device))
             .transpose()?;
-        let x = crate::device::to(&noise.narrow(0, s, m)?, device)?;
+        let x = noise.narrow(0, s, m)?.to_device(device)?;
         parts.push(
             teacher
                 .sample(&plan, &x, l.as_ref())?
