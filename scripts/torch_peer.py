@@ -26,7 +26,9 @@ from pathlib import Path
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True, type=Path, help="flashctl model directory (UNet)")
-    p.add_argument("--export", required=True, type=Path, help="its `flashctl export` directory")
+    p.add_argument("--export", type=Path,
+                   help="its `flashctl export` directory (needed for the sampler; without it only "
+                        "the training step is timed, --train-batch required)")
     p.add_argument("--device", default="cuda")
     p.add_argument("--batch", default="1,64", help="batch sizes, comma separated")
     p.add_argument("--modes", default="eager:fp32,eager:tf32,compile:tf32",
@@ -132,14 +134,12 @@ def set_tf32(torch, on):
 def main():
     a = parse_args()
     import torch
-    from safetensors.torch import load_file
 
     if a.device.startswith("cuda") and not torch.cuda.is_available():
         fail("--device cuda: torch sees no GPU")
-    manifest = json.loads((a.export / "manifest.json").read_text())
-    plan = manifest["sampler"]
+    if a.export is None and not a.train_batch:
+        fail("without --export only the training step is timed: give --train-batch")
     unet, cfg = load_unet(a.model, a.device)
-    sampler = make_sampler(unet, plan)
     classes = cfg["denoiser"].get("num_class_embeds")
     shape = cfg["denoiser"]["in_channels"], cfg["denoiser"]["sample_size"], cfg["denoiser"]["sample_size"]
     report = {
@@ -147,8 +147,30 @@ def main():
         "device": torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu",
         "model": str(a.model),
         "parameters": sum(p.numel() for p in unet.parameters()),
-        "steps": len(plan["steps"]),
+        "threads": torch.get_num_threads(),
     }
+    if a.export is not None:
+        sample(a, torch, unet, cfg, classes, shape, report)
+    if a.train_batch:
+        train_step(a, torch, unet, cfg, classes, shape, report)
+    import resource
+    report["peak_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"peak RSS of the peer process: {report['peak_rss_kb'] / 1024:.0f} MB")
+    if a.out:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = a.out.with_suffix(".partial")
+        tmp.write_text(json.dumps(report, indent=2))
+        tmp.replace(a.out)
+
+
+def sample(a, torch, unet, cfg, classes, shape, report):
+    """Parity of the sampler against the export's reference, then its latency per mode/batch."""
+    from safetensors.torch import load_file
+
+    manifest = json.loads((a.export / "manifest.json").read_text())
+    plan = manifest["sampler"]
+    sampler = make_sampler(unet, plan)
+    report["steps"] = len(plan["steps"])
 
     # 1. the same function: the export's reference inputs give its reference output
     ref = load_file(str(a.export / manifest["reference"]))
@@ -210,40 +232,36 @@ def main():
                                    "table": prof.key_averages().table(sort_by=key, row_limit=15)}
         print(report["profile_eager"]["table"])
 
-    # 3. one training step of the same UNet: v-prediction DDPM loss, AdamW, fp32 (TF32 off) as
-    # flashctl's candle training
-    if a.train_batch:
-        set_tf32(torch, False)
-        sched = cfg["schedule"]
-        betas = torch.linspace(sched["beta_start"], sched["beta_end"], sched["num_train_timesteps"])
-        ac = torch.cumprod(1 - betas, 0).to(a.device)
-        unet.train()
-        opt = torch.optim.AdamW(unet.parameters(), lr=1e-4, weight_decay=0.0)
-        b = a.train_batch
 
-        def step():
-            x0 = torch.rand((b, *shape), device=a.device) * 2 - 1
-            eps = torch.randn_like(x0)
-            t = torch.randint(0, len(betas), (b,), device=a.device)
-            sa, sb = ac[t].sqrt().view(-1, 1, 1, 1), (1 - ac[t]).sqrt().view(-1, 1, 1, 1)
-            y = torch.randint(0, classes, (b,), device=a.device) if classes else None
-            pred = unet(sa * x0 + sb * eps, t, class_labels=y).sample
-            loss = ((pred - (sa * eps - sb * x0)) ** 2).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            return loss.item()  # one host sync per step, as flashctl's loop logs its loss
 
-        r = time_fn(step, a.device, a.warmup, a.train_steps)
-        r.update({"mode": "eager", "math": "fp32", "batch": b})
-        report["train_step"] = r
-        print(f"train step (fwd+bwd+AdamW) batch {b}: p50 {r['p50_ms']:.2f} ms")
+def train_step(a, torch, unet, cfg, classes, shape, report):
+    """One training step of the same UNet: v-prediction DDPM loss, AdamW, fp32 (TF32 off) as
+    flashctl's candle training."""
+    set_tf32(torch, False)
+    sched = cfg["schedule"]
+    betas = torch.linspace(sched["beta_start"], sched["beta_end"], sched["num_train_timesteps"])
+    ac = torch.cumprod(1 - betas, 0).to(a.device)
+    unet.train()
+    opt = torch.optim.AdamW(unet.parameters(), lr=1e-4, weight_decay=0.0)
+    b = a.train_batch
 
-    if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = a.out.with_suffix(".partial")
-        tmp.write_text(json.dumps(report, indent=2))
-        tmp.replace(a.out)
+    def step():
+        x0 = torch.rand((b, *shape), device=a.device) * 2 - 1
+        eps = torch.randn_like(x0)
+        t = torch.randint(0, len(betas), (b,), device=a.device)
+        sa, sb = ac[t].sqrt().view(-1, 1, 1, 1), (1 - ac[t]).sqrt().view(-1, 1, 1, 1)
+        y = torch.randint(0, classes, (b,), device=a.device) if classes else None
+        pred = unet(sa * x0 + sb * eps, t, class_labels=y).sample
+        loss = ((pred - (sa * eps - sb * x0)) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.item()  # one host sync per step, as flashctl's loop logs its loss
+
+    r = time_fn(step, a.device, a.warmup, a.train_steps)
+    r.update({"mode": "eager", "math": "fp32", "batch": b})
+    report["train_step"] = r
+    print(f"train step (fwd+bwd+AdamW) batch {b}: p50 {r['p50_ms']:.2f} ms")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,34 @@ pub enum Command {
     /// Latency and throughput per batch size: the student's exported graph vs one denoiser call
     /// and the teacher's N-step sampler step by step, in one runtime.
     Bench(BenchArgs),
+    /// Time training steps (forward, backward, AdamW, EMA) of a model directory's architecture
+    /// at a batch size: ms/step and peak memory (scripts/bench_train_peer.sh adds PyTorch's).
+    BenchTrain(BenchTrainArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchTrainArgs {
+    /// model directory whose architecture (config.json) is trained; its dataset feeds the steps
+    #[arg(long)]
+    pub model: PathBuf,
+    /// samples per training step
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch: u64,
+    /// timed steps
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub steps: u64,
+    /// untimed steps first (allocator and thread pools warm up)
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u64,
+    /// Fashion-MNIST IDX directory (default /usr/share/datasets/fashion-mnist)
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// cpu, cuda or cuda:N (CUDA needs a `--features cuda` build; docs/gpu.md)
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// print the report as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

@@ -78,6 +78,22 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             print_throughput(&r);
             Ok(Outcome::Ok)
         }
+        Command::BenchTrain(a) => {
+            let r = flashctl::bench_train::run(&flashctl::bench_train::BenchTrainOptions {
+                model: a.model.clone(),
+                batch: a.batch as usize,
+                steps: a.steps as usize,
+                warmup: a.warmup as usize,
+                data_dir: a.data_dir.clone(),
+                device: flashctl::device::open(&a.device)?,
+            })?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                flashctl::bench_train::print_report(&r);
+            }
+            Ok(Outcome::Ok)
+        }
         Command::Eval(a) => {
             let r = flashctl::eval::eval(&flashctl::eval::EvalOptions {
                 model: a.model.clone(),

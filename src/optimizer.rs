@@ -57,7 +57,7 @@ fn flat_cat(ts: &[Tensor]) -> Result<Tensor> {
         .iter()
         .map(|t| t.flatten_all())
         .collect::<candle_core::Result<Vec<_>>>()?;
-    Ok(Tensor::cat(&flat, 0)?)
+    Ok(Tensor::cat(&flat, 0)?.detach())
 }
 
 impl AdamW {
@@ -70,7 +70,7 @@ impl AdamW {
             .collect::<candle_core::Result<Vec<_>>>()?;
         let ema = params
             .iter()
-            .map(|p| p.copy())
+            .map(|p| p.copy().map(|c| c.detach()))
             .collect::<candle_core::Result<Vec<_>>>()?;
         let mut s = Self {
             vars,
@@ -171,7 +171,9 @@ impl AdamW {
             let vhat = (&v / bc2)?;
             let upd = (mhat / (vhat.sqrt()? + ADAM_EPS)?)?;
             let theta = ((p * (1.0 - lr * wd))? - (upd * lr)?)?;
-            Ok([theta, m, v])
+            // detached: `p` is a variable, so `theta` would otherwise record the op graph back
+            // to it, and state kept from step to step would chain every earlier step's tensors
+            Ok([theta.detach(), m.detach(), v.detach()])
         };
         match &mut self.state {
             State::PerParam { m, v, .. } => {
@@ -214,8 +216,11 @@ impl AdamW {
 
     /// ema = decay * ema + (1 - decay) * weights.
     pub fn update_ema(&mut self, decay: f64) -> Result<()> {
+        // detached: the weights are variables, so the blend would record an op graph that links
+        // each EMA to the previous one, keeping every earlier EMA alive (memory grew by one model
+        // per iteration until this)
         let blend = |e: &Tensor, p: &Tensor| -> candle_core::Result<Tensor> {
-            (e * decay)? + (p * (1.0 - decay))?
+            Ok(((e * decay)? + (p * (1.0 - decay))?)?.detach())
         };
         match &mut self.state {
             State::PerParam { ema, .. } => {

@@ -39,6 +39,12 @@ pub struct TrainReport {
     pub loop_seconds: f64,
     /// `cpu` or `cuda:N`.
     pub device: String,
+    /// Wall time of each iteration this invocation ran (loss, backward, AdamW, EMA; not the
+    /// checkpoints), in seconds: what `flashctl bench-train` reports.
+    pub step_seconds: Vec<f64>,
+    /// Resident memory of the process after each of those iterations, MiB: flat when nothing
+    /// is retained from one iteration to the next (tests/training_memory.rs).
+    pub rss_mib: Vec<f64>,
 }
 
 /// What to train and where.
@@ -210,7 +216,10 @@ where
     // 3. the loop
     let loop_start = std::time::Instant::now();
     let mut iters_done = opts.iters.max(start);
+    let mut step_seconds = Vec::with_capacity(opts.iters.saturating_sub(start));
+    let mut rss_mib = Vec::with_capacity(opts.iters.saturating_sub(start));
     for step in start..opts.iters {
+        let step_start = std::time::Instant::now();
         let mut rng = step_rng(opts.seed, step);
         let l = loss(&ops, &mut rng, step)?;
         let lv = l.to_scalar::<f32>()?;
@@ -223,6 +232,8 @@ where
             .ema_decay
             .min((1.0 + step as f64) / (10.0 + step as f64));
         adam.update_ema(decay)?;
+        step_seconds.push(step_start.elapsed().as_secs_f64());
+        rss_mib.push(crate::bench_train::current_rss_mib());
         losses.push((step + 1, lv));
         pb.set_message(format!("loss {lv:.4}"));
         pb.inc(1);
@@ -256,6 +267,8 @@ where
         iters_done,
         loop_seconds,
         device: crate::device::name(&device),
+        step_seconds,
+        rss_mib,
     })
 }
 

@@ -1,5 +1,6 @@
 //! Eager backend: candle tensors, differentiable, used for training and reference sampling.
 
+use crate::cpu_kernels;
 use crate::error::{shape_err, GraphError, Result};
 use crate::ir::Dim;
 use crate::ops::{resolve_reshape, BinaryOp, Init, Ops, UnaryOp};
@@ -12,11 +13,32 @@ pub struct EagerOps {
     vb: VarBuilder<'static>,
     device: Device,
     conv: ConvImpl,
+    kernels: Kernels,
 }
 
-/// How the eager backend convolves. On the CPU, im2col from candle ops (candle's CPU conv2d
-/// backward is a naive conv_transpose2d, see [`conv2d_im2col`]); on a GPU, candle's own conv2d
-/// (one im2col kernel + one GEMM instead of k*k copies + a concat, each a kernel launch).
+/// Whether group norm, SiLU and softmax run as the fused CPU kernels of
+/// [`crate::cpu_kernels`] (the CPU default) or as the composites of [`Ops`] (every other
+/// device: a fused replacement there waits for a lent device to measure it).
+/// `FLASHCTL_EAGER_KERNELS=fused|composite` overrides the choice; fused needs the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    Fused,
+    Composite,
+}
+
+impl Kernels {
+    pub fn for_device(device: &Device) -> Kernels {
+        match std::env::var("FLASHCTL_EAGER_KERNELS").as_deref() {
+            Ok("composite") => Kernels::Composite,
+            _ if device.is_cpu() => Kernels::Fused,
+            _ => Kernels::Composite,
+        }
+    }
+}
+
+/// How the eager backend convolves. On the CPU, the im2col kernel of [`crate::cpu_kernels`] +
+/// one matmul (candle's CPU conv2d backward is a naive conv_transpose2d, see
+/// [`conv2d_im2col`]); on a GPU, candle's own conv2d (one im2col kernel + one GEMM).
 /// `FLASHCTL_EAGER_CONV=im2col|native` overrides the choice, to profile both on a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConvImpl {
@@ -35,16 +57,42 @@ impl ConvImpl {
     }
 }
 
+fn kernel_err(op: &'static str, e: candle_core::Error) -> GraphError {
+    GraphError::Shape {
+        op,
+        msg: e.to_string(),
+    }
+}
+
 impl EagerOps {
     pub fn new(vb: VarBuilder<'static>) -> Self {
         let device = vb.device().clone();
         let conv = ConvImpl::for_device(&device);
-        Self { vb, device, conv }
+        let kernels = Kernels::for_device(&device);
+        Self {
+            vb,
+            device,
+            conv,
+            kernels,
+        }
     }
     /// As [`EagerOps::new`] with an explicit convolution implementation.
     pub fn with_conv(vb: VarBuilder<'static>, conv: ConvImpl) -> Self {
-        let device = vb.device().clone();
-        Self { vb, device, conv }
+        let mut ops = Self::new(vb);
+        ops.conv = conv;
+        ops
+    }
+    /// As [`EagerOps::new`] with an explicit choice of fused kernels or composites.
+    pub fn with_kernels(vb: VarBuilder<'static>, kernels: Kernels) -> Self {
+        let mut ops = Self::new(vb);
+        ops.kernels = kernels;
+        ops
+    }
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
+    }
+    fn fused(&self, x: &Tensor) -> bool {
+        self.kernels == Kernels::Fused && x.device().is_cpu() && x.dtype() == DType::F32
     }
     pub fn device(&self) -> &Device {
         &self.device
@@ -83,8 +131,8 @@ impl Ops for EagerOps {
         padding: usize,
     ) -> Result<Tensor> {
         let y = match self.conv {
-            ConvImpl::Im2col => conv2d_im2col(x, w, stride, padding)?,
-            ConvImpl::Native => x.conv2d(w, padding, stride, 1, 1)?,
+            ConvImpl::Im2col if self.fused(x) => return conv2d_im2col(x, w, b, stride, padding),
+            _ => x.conv2d(w, padding, stride, 1, 1)?,
         };
         match b {
             Some(b) => Ok(y.broadcast_add(&b.reshape((1, (), 1, 1))?)?),
@@ -129,6 +177,12 @@ impl Ops for EagerOps {
     }
 
     fn softmax_last_dim(&self, x: &Tensor) -> Result<Tensor> {
+        if self.fused(x) {
+            return x
+                .contiguous()?
+                .apply_op1(cpu_kernels::SoftmaxLastDim)
+                .map_err(|e| kernel_err("softmax", e));
+        }
         // max-subtracted softmax built from differentiable ops (candle's fused kernel has no backward)
         let max = x.max_keepdim(D::Minus1)?;
         let e = x.broadcast_sub(&max.detach())?.exp()?;
@@ -167,6 +221,61 @@ impl Ops for EagerOps {
         Ok(x.clamp(min, max)?)
     }
 
+    fn silu(&self, x: &Tensor) -> Result<Tensor> {
+        if self.fused(x) {
+            return x
+                .contiguous()?
+                .apply_op1(cpu_kernels::Silu)
+                .map_err(|e| kernel_err("silu", e));
+        }
+        let s = self.unary(UnaryOp::Sigmoid, x)?;
+        self.mul(x, &s)
+    }
+
+    fn group_norm(
+        &self,
+        x: &Tensor,
+        groups: usize,
+        weight: &Tensor,
+        bias: &Tensor,
+        eps: f32,
+    ) -> Result<Tensor> {
+        if self.fused(x) {
+            return fused_group_norm(x, groups, weight, bias, eps, false);
+        }
+        composite_group_norm(self, x, groups, weight, bias, eps)
+    }
+
+    fn group_norm_silu(
+        &self,
+        scope: &str,
+        x: &Tensor,
+        groups: usize,
+        weight: &Tensor,
+        bias: &Tensor,
+        eps: f32,
+    ) -> Result<Tensor> {
+        if self.fused(x) {
+            return fused_group_norm(x, groups, weight, bias, eps, true);
+        }
+        let h = self.scoped(scope, || self.group_norm(x, groups, weight, bias, eps))?;
+        self.silu(&h)
+    }
+
+    fn attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Result<Tensor> {
+        if self.fused(q) {
+            return q
+                .contiguous()?
+                .apply_op3(
+                    &k.contiguous()?,
+                    &v.contiguous()?,
+                    cpu_kernels::Attention { scale },
+                )
+                .map_err(|e| kernel_err("attention", e));
+        }
+        crate::ops::attention_composite(self, q, k, v, scale)
+    }
+
     fn pad2d(&self, x: &Tensor, pads: [usize; 4]) -> Result<Tensor> {
         let r = x.rank();
         if r < 2 {
@@ -177,66 +286,71 @@ impl Ops for EagerOps {
     }
 }
 
-/// Convolution as explicit patches + one matmul, built from candle ops whose backward passes
-/// are matmuls and slices. candle's own CPU conv2d backward goes through a naive
-/// conv_transpose2d that made a small UNet's training step ~9 s at batch 32 (measured).
-fn conv2d_im2col(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    let (b, c, h, wd) = x.dims4()?;
-    let (o, ci, k, k2) = w.dims4()?;
-    if ci != c || k != k2 || stride == 0 {
-        return Err(crate::GraphError::Shape {
-            op: "conv2d",
-            msg: format!(
-                "input {:?}, weight {:?}, stride {stride}",
-                x.dims(),
-                w.dims()
-            ),
-        });
+/// [`cpu_kernels::Conv2d`]: per sample, im2col into scratch + one GEMM, forward and backward.
+/// candle's own CPU conv2d backward goes through a naive conv_transpose2d that made a small
+/// UNet's training step ~9 s at batch 32 (measured); the same im2col built from `narrow` + `cat`
+/// cost k*k copies forward, k*k zero-padded copies backward and a batch-sized patch tensor.
+fn conv2d_im2col(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+) -> Result<Tensor> {
+    let bias = match b {
+        Some(b) => b.contiguous()?,
+        None => Tensor::zeros(
+            w.dims().first().copied().unwrap_or(0),
+            w.dtype(),
+            w.device(),
+        )?,
+    };
+    x.contiguous()?
+        .apply_op3(
+            &w.contiguous()?,
+            &bias,
+            cpu_kernels::Conv2d {
+                stride,
+                pad: padding,
+            },
+        )
+        .map_err(|e| kernel_err("conv2d", e))
+}
+
+/// [`cpu_kernels::GroupNorm`] (with SiLU when `silu`), checked like the composite.
+fn fused_group_norm(
+    x: &Tensor,
+    groups: usize,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f32,
+    silu: bool,
+) -> Result<Tensor> {
+    let channels = x.dims().get(1).copied().unwrap_or(0);
+    if x.rank() < 2 || groups == 0 || channels % groups != 0 {
+        return shape_err(
+            "group_norm",
+            format!("{channels} channels not divisible into {groups} groups"),
+        );
     }
-    let (hp, wp) = (h + 2 * padding, wd + 2 * padding);
-    if hp < k || wp < k {
-        return Err(crate::GraphError::Shape {
-            op: "conv2d",
-            msg: format!("kernel {k} larger than padded input {hp}x{wp}"),
-        });
-    }
-    let (ho, wo) = ((hp - k) / stride + 1, (wp - k) / stride + 1);
-    let w2 = w.reshape((o, c * k * k))?;
-    if k == 1 && stride == 1 && padding == 0 {
-        let y = w2.broadcast_matmul(&x.reshape((b, c, h * wd))?)?;
-        return Ok(y.reshape((b, o, h, wd))?);
-    }
-    // zero padding, plus room so every strided window can be taken as stride*out elements
-    let extra_h = (stride * ho + k).saturating_sub(hp + 1);
-    let extra_w = (stride * wo + k).saturating_sub(wp + 1);
-    let xp = x
-        .pad_with_zeros(2, padding, padding + extra_h)?
-        .pad_with_zeros(3, padding, padding + extra_w)?;
-    let mut patches = Vec::with_capacity(k * k);
-    for ki in 0..k {
-        let rows = xp.narrow(2, ki, stride * ho)?;
-        let rows = if stride > 1 {
-            rows.reshape((b, c, ho, stride, wp + extra_w))?
-                .narrow(3, 0, 1)?
-                .squeeze(3)?
-        } else {
-            rows
-        };
-        for kj in 0..k {
-            let p = rows.narrow(3, kj, stride * wo)?;
-            let p = if stride > 1 {
-                p.reshape((b, c, ho, wo, stride))?
-                    .narrow(4, 0, 1)?
-                    .squeeze(4)?
-            } else {
-                p
-            };
-            patches.push(p.reshape((b, c, 1, ho * wo))?);
-        }
-    }
-    let cols = Tensor::cat(&patches, 2)?.reshape((b, c * k * k, ho * wo))?;
-    let y = w2.broadcast_matmul(&cols)?;
-    Ok(y.reshape((b, o, ho, wo))?)
+    x.contiguous()?
+        .apply_op3(
+            &weight.contiguous()?,
+            &bias.contiguous()?,
+            cpu_kernels::GroupNorm { groups, eps, silu },
+        )
+        .map_err(|e| kernel_err("group_norm", e))
+}
+
+fn composite_group_norm(
+    o: &EagerOps,
+    x: &Tensor,
+    groups: usize,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f32,
+) -> Result<Tensor> {
+    crate::ops::group_norm_composite(o, x, groups, weight, bias, eps)
 }
 
 #[cfg(test)]
@@ -270,7 +384,7 @@ mod tests {
             let x = Tensor::randn(0f32, 1., (2, c, h, w), &dev).unwrap();
             let wt = Tensor::randn(0f32, 1., (o, c, k, k), &dev).unwrap();
             let want = x.conv2d(&wt, pad, stride, 1, 1).unwrap();
-            let got = conv2d_im2col(&x, &wt, stride, pad).unwrap();
+            let got = conv2d_im2col(&x, &wt, None, stride, pad).unwrap();
             assert_eq!(got.dims(), want.dims());
             let err = max_diff(&got, &want);
             assert!(err < 1e-4, "{c} {o} {k} {h}x{w} s{stride} p{pad}: {err}");

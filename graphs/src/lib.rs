@@ -75,6 +75,7 @@ macro_rules! delegate_primitives {
     };
 }
 
+pub mod cpu_kernels;
 pub mod eager;
 pub mod error;
 pub mod fp16;
@@ -84,7 +85,7 @@ pub mod prefixed;
 pub mod recording;
 pub mod trace;
 
-pub use eager::{ConvImpl, EagerOps};
+pub use eager::{ConvImpl, EagerOps, Kernels};
 pub use error::{GraphError, Result};
 pub use ir::{DType, Dim, Graph, GraphSummary, Initializer, Node, Op, TensorData, ValueInfo};
 pub use ops::{BinaryOp, Ops, UnaryOp};

@@ -105,10 +105,8 @@ pub trait Ops {
         self.mul(x, &s)
     }
 
-    /// GroupNorm over [B, C, ...] with per-channel affine `weight`/`bias` [C], as torch.nn.GroupNorm.
-    ///
-    /// Lowered to reshape + two means rather than ONNX GroupNormalization: that op had a spec error
-    /// fixed only in opset 21 (scale/bias per group before it) and runtimes still differ on it.
+    /// GroupNorm over [B, C, ...] with per-channel affine `weight`/`bias` [C], as torch.nn.GroupNorm
+    /// ([`group_norm_composite`]; the eager CPU backend runs it as one fused kernel).
     fn group_norm(
         &self,
         x: &Self::T,
@@ -117,36 +115,22 @@ pub trait Ops {
         bias: &Self::T,
         eps: f32,
     ) -> Result<Self::T> {
-        let shape = self.shape(x);
-        let channels = match shape.get(1).and_then(|d| d.known()) {
-            Some(c) => c,
-            None => return shape_err("group_norm", "needs a known channel axis 1"),
-        };
-        if groups == 0 || channels % groups != 0 {
-            return shape_err(
-                "group_norm",
-                format!("{channels} channels not divisible into {groups} groups"),
-            );
-        }
-        // 1. statistics per (batch, group); the scope lets an fp16 export keep them in fp32
-        let normed = self.scoped(NORM_STATS_SCOPE, || -> Result<Self::T> {
-            let grouped = self.reshape(x, &[0, groups as i64, -1])?;
-            let mean = self.mean_keepdim(&grouped, 2)?;
-            let centered = self.sub(&grouped, &mean)?;
-            let sq = self.mul(&centered, &centered)?;
-            let var = self.mean_keepdim(&sq, 2)?;
-            let std = self.unary(UnaryOp::Sqrt, &self.affine(&var, 1.0, eps)?)?;
-            self.div(&centered, &std)
-        })?;
-        // 2. back to the input layout, then the per-channel affine
-        let mut back = vec![0i64];
-        back.extend(shape[1..].iter().map(|d| d.known().unwrap_or(1) as i64));
-        let normed = self.reshape(&normed, &back)?;
-        let mut cshape = vec![1i64, channels as i64];
-        cshape.extend(std::iter::repeat_n(1, shape.len() - 2));
-        let w = self.reshape(weight, &cshape)?;
-        let b = self.reshape(bias, &cshape)?;
-        self.add(&self.mul(&normed, &w)?, &b)
+        group_norm_composite(self, x, groups, weight, bias, eps)
+    }
+
+    /// SiLU(GroupNorm(x)), the group norm in the scope `scope` (as `layers::group_norm` puts it):
+    /// one op so the eager CPU backend can fuse both; every other backend runs the two.
+    fn group_norm_silu(
+        &self,
+        scope: &str,
+        x: &Self::T,
+        groups: usize,
+        weight: &Self::T,
+        bias: &Self::T,
+        eps: f32,
+    ) -> Result<Self::T> {
+        let h = self.scoped(scope, || self.group_norm(x, groups, weight, bias, eps))?;
+        self.silu(&h)
     }
 
     /// Nearest-neighbour 2x upsampling of [B, C, H, W], as F.interpolate(scale_factor=2.0).
@@ -165,12 +149,10 @@ pub trait Ops {
         self.reshape(&wide, &[0, c, 2 * h, 2 * w])
     }
 
-    /// softmax(q k^T * scale) v over [B, heads, N, d] tensors.
+    /// softmax(q k^T * scale) v over [B, heads, N, d] tensors ([`attention_composite`]; the
+    /// eager CPU backend runs it as one fused kernel).
     fn attention(&self, q: &Self::T, k: &Self::T, v: &Self::T, scale: f32) -> Result<Self::T> {
-        let kt = self.transpose(k, &[0, 1, 3, 2])?;
-        let scores = self.scale(&self.matmul(q, &kt)?, scale)?;
-        let probs = self.softmax_last_dim(&scores)?;
-        self.matmul(&probs, v)
+        attention_composite(self, q, k, v, scale)
     }
 
     /// diffusers' `get_timestep_embedding`: t [B] -> [B, dim] sinusoidal features.
@@ -205,6 +187,65 @@ pub trait Ops {
             }
         })
     }
+}
+
+/// GroupNorm over [B, C, ...] with per-channel affine `weight`/`bias` [C], as torch.nn.GroupNorm,
+/// from primitives: what every backend traces and the fused CPU kernel is checked against.
+///
+/// Lowered to reshape + two means rather than ONNX GroupNormalization: that op had a spec error
+/// fixed only in opset 21 (scale/bias per group before it) and runtimes still differ on it.
+pub fn group_norm_composite<O: Ops + ?Sized>(
+    o: &O,
+    x: &O::T,
+    groups: usize,
+    weight: &O::T,
+    bias: &O::T,
+    eps: f32,
+) -> Result<O::T> {
+    let shape = o.shape(x);
+    let channels = match shape.get(1).and_then(|d| d.known()) {
+        Some(c) => c,
+        None => return shape_err("group_norm", "needs a known channel axis 1"),
+    };
+    if groups == 0 || channels % groups != 0 {
+        return shape_err(
+            "group_norm",
+            format!("{channels} channels not divisible into {groups} groups"),
+        );
+    }
+    // 1. statistics per (batch, group); the scope lets an fp16 export keep them in fp32
+    let normed = o.scoped(NORM_STATS_SCOPE, || -> Result<O::T> {
+        let grouped = o.reshape(x, &[0, groups as i64, -1])?;
+        let mean = o.mean_keepdim(&grouped, 2)?;
+        let centered = o.sub(&grouped, &mean)?;
+        let sq = o.mul(&centered, &centered)?;
+        let var = o.mean_keepdim(&sq, 2)?;
+        let std = o.unary(UnaryOp::Sqrt, &o.affine(&var, 1.0, eps)?)?;
+        o.div(&centered, &std)
+    })?;
+    // 2. back to the input layout, then the per-channel affine
+    let mut back = vec![0i64];
+    back.extend(shape[1..].iter().map(|d| d.known().unwrap_or(1) as i64));
+    let normed = o.reshape(&normed, &back)?;
+    let mut cshape = vec![1i64, channels as i64];
+    cshape.extend(std::iter::repeat_n(1, shape.len() - 2));
+    let w = o.reshape(weight, &cshape)?;
+    let b = o.reshape(bias, &cshape)?;
+    o.add(&o.mul(&normed, &w)?, &b)
+}
+
+/// softmax(q k^T * scale) v from primitives: what every backend traces.
+pub fn attention_composite<O: Ops + ?Sized>(
+    o: &O,
+    q: &O::T,
+    k: &O::T,
+    v: &O::T,
+    scale: f32,
+) -> Result<O::T> {
+    let kt = o.transpose(k, &[0, 1, 3, 2])?;
+    let scores = o.scale(&o.matmul(q, &kt)?, scale)?;
+    let probs = o.softmax_last_dim(&scores)?;
+    o.matmul(&probs, v)
 }
 
 fn known_chw(s: &[Dim]) -> Option<[i64; 3]> {

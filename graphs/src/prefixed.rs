@@ -44,6 +44,35 @@ impl<O: Ops> Ops for Prefixed<'_, O> {
         self.inner.shape(x)
     }
     delegate_primitives!(pass);
+    // the composites a backend may fuse go to the inner backend's own version
+    fn silu(&self, x: &O::T) -> Result<O::T> {
+        self.inner.silu(x)
+    }
+    fn group_norm(
+        &self,
+        x: &O::T,
+        groups: usize,
+        weight: &O::T,
+        bias: &O::T,
+        eps: f32,
+    ) -> Result<O::T> {
+        self.inner.group_norm(x, groups, weight, bias, eps)
+    }
+    fn group_norm_silu(
+        &self,
+        scope: &str,
+        x: &O::T,
+        groups: usize,
+        weight: &O::T,
+        bias: &O::T,
+        eps: f32,
+    ) -> Result<O::T> {
+        self.inner
+            .group_norm_silu(scope, x, groups, weight, bias, eps)
+    }
+    fn attention(&self, q: &O::T, k: &O::T, v: &O::T, scale: f32) -> Result<O::T> {
+        self.inner.attention(q, k, v, scale)
+    }
     fn scoped<R>(&self, name: &str, f: impl FnOnce() -> R) -> R {
         self.inner.scoped(name, f)
     }

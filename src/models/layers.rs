@@ -61,6 +61,21 @@ pub fn group_norm<O: Ops>(
     o.scoped(p, || o.group_norm(x, groups, &w, &b, eps))
 }
 
+/// SiLU(torch.nn.GroupNorm(..)(x)): the same nodes as [`group_norm`] then `silu`, one fused
+/// kernel in the eager CPU backend.
+pub fn group_norm_silu<O: Ops>(
+    o: &O,
+    p: &str,
+    x: &O::T,
+    groups: usize,
+    channels: usize,
+    eps: f32,
+) -> Result<O::T> {
+    let w = o.param(&join(p, "weight"), &[channels], Init::Const(1.0))?;
+    let b = o.param(&join(p, "bias"), &[channels], Init::Const(0.0))?;
+    o.group_norm_silu(p, x, groups, &w, &b, eps)
+}
+
 /// torch.nn.Embedding(n, dim) looked up with int64 ids.
 pub fn embedding<O: Ops>(o: &O, p: &str, ids: &O::T, n: usize, dim: usize) -> Result<O::T> {
     let table = o.param(

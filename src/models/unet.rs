@@ -2,7 +2,7 @@
 //! names, so diffusers checkpoints load into it directly.
 //! https://github.com/huggingface/diffusers/blob/main/src/diffusers/models/unets/unet_2d.py
 
-use super::layers::{conv2d, embedding, group_norm, join, linear};
+use super::layers::{conv2d, embedding, group_norm, group_norm_silu, join, linear};
 use flashctl_graphs::{GraphError, Ops, Result};
 use serde::{Deserialize, Serialize};
 
@@ -154,8 +154,7 @@ impl Ctx<'_> {
         let g = c.norm_num_groups;
         o.scoped(p, || {
             // 1. norm1 -> silu -> conv1
-            let h = group_norm(o, &join(p, "norm1"), x, g, in_c, c.norm_eps)?;
-            let h = o.silu(&h)?;
+            let h = group_norm_silu(o, &join(p, "norm1"), x, g, in_c, c.norm_eps)?;
             let mut h = conv2d(o, &join(p, "conv1"), &h, in_c, out_c, 3, 1, 1)?;
             // 2. time embedding projection, added (default) or as scale/shift after norm2
             let scale_shift = c.resnet_time_scale_shift == "scale_shift";
@@ -176,12 +175,12 @@ impl Ctx<'_> {
                 h = group_norm(o, &join(p, "norm2"), &h, g, out_c, c.norm_eps)?;
                 let one_plus = o.affine(&scale, 1.0, 1.0)?;
                 h = o.add(&o.mul(&h, &one_plus)?, &shift)?;
+                h = o.silu(&h)?;
             } else {
                 h = o.add(&h, &t)?;
-                h = group_norm(o, &join(p, "norm2"), &h, g, out_c, c.norm_eps)?;
+                h = group_norm_silu(o, &join(p, "norm2"), &h, g, out_c, c.norm_eps)?;
             }
-            // 3. silu -> conv2 (dropout is identity at inference and disabled in training)
-            let h = o.silu(&h)?;
+            // 3. conv2 (dropout is identity at inference and disabled in training)
             let h = conv2d(o, &join(p, "conv2"), &h, out_c, out_c, 3, 1, 1)?;
             // 4. shortcut and residual
             let skip = if in_c != out_c {
@@ -401,7 +400,7 @@ pub fn forward<O: Ops>(
         prev_out = out_c;
     }
     // 5. output head
-    let h = group_norm(
+    let h = group_norm_silu(
         o,
         "conv_norm_out",
         &h,
@@ -409,6 +408,5 @@ pub fn forward<O: Ops>(
         boc[0],
         c.norm_eps,
     )?;
-    let h = o.silu(&h)?;
     conv2d(o, "conv_out", &h, boc[0], c.out_channels, 3, 1, 1)
 }
