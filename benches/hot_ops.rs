@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the hot ops (`cargo bench --bench hot_ops`): the eager convolution
-//! (im2col + one matmul, which training and reference sampling spend most time in), group norm,
+//! (per-sample im2col + GEMM, which training and reference sampling spend most time in; forward
+//! alone and forward + backward against candle's own conv2d), group norm,
 //! and a tract run of an exported 2-step sampler from the fixtures.
 
 use candle_core::{Device, Tensor};
@@ -24,6 +25,26 @@ fn conv_and_norm(c: &mut Criterion) {
     c.bench_function("eager conv2d 3x3, 8x32x32x32", |bench| {
         bench.iter(|| ops.conv2d(&x, &w, Some(&b), 1, 1).unwrap())
     });
+    // training: forward + backward, the fused CPU kernel against candle's own conv2d
+    let wv = candle_core::Var::from_tensor(&w).unwrap();
+    for (name, kernels) in [
+        ("fused kernel", flashctl_graphs::Kernels::Fused),
+        ("candle conv2d", flashctl_graphs::Kernels::Composite),
+    ] {
+        let o = EagerOps::with_kernels(
+            candle_nn::VarBuilder::zeros(candle_core::DType::F32, &dev),
+            kernels,
+        );
+        c.bench_function(
+            &format!("eager conv2d 3x3 fwd+bwd, 8x32x32x32, {name}"),
+            |bench| {
+                bench.iter(|| {
+                    let y = o.conv2d(&x, wv.as_tensor(), Some(&b), 1, 1).unwrap();
+                    y.sum_all().unwrap().backward().unwrap()
+                })
+            },
+        );
+    }
     let g = Tensor::ones(32, candle_core::DType::F32, &dev).unwrap();
     c.bench_function("eager group_norm 8 groups, 8x32x32x32", |bench| {
         bench.iter(|| ops.group_norm(&x, 8, &g, &b, 1e-5).unwrap())

@@ -61,8 +61,11 @@ pub fn peak_rss_mib() -> f64 {
 }
 
 pub fn run(o: &BenchTrainOptions) -> Result<BenchTrainReport> {
-    if o.batch == 0 || o.steps == 0 {
-        bail!("--batch and --steps must be at least 1");
+    if o.batch == 0 {
+        bail!("--batch 0: a training step needs at least 1 sample");
+    }
+    if o.steps == 0 {
+        bail!("--steps 0: nothing to time (give at least 1)");
     }
     let cfg_path = o.model.join(CONFIG_FILE);
     let config: checkpoint::ModelConfig = serde_json::from_str(

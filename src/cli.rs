@@ -61,14 +61,14 @@ pub struct BenchTrainArgs {
     #[arg(long)]
     pub model: PathBuf,
     /// samples per training step
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
-    pub batch: u64,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
     /// timed steps
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
-    pub steps: u64,
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
     /// untimed steps first (allocator and thread pools warm up)
     #[arg(long, default_value_t = 2)]
-    pub warmup: u64,
+    pub warmup: usize,
     /// Fashion-MNIST IDX directory (default /usr/share/datasets/fashion-mnist)
     #[arg(long)]
     pub data_dir: Option<PathBuf>,

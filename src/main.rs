@@ -81,9 +81,9 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::BenchTrain(a) => {
             let r = flashctl::bench_train::run(&flashctl::bench_train::BenchTrainOptions {
                 model: a.model.clone(),
-                batch: a.batch as usize,
-                steps: a.steps as usize,
-                warmup: a.warmup as usize,
+                batch: a.batch,
+                steps: a.steps,
+                warmup: a.warmup,
                 data_dir: a.data_dir.clone(),
                 device: flashctl::device::open(&a.device)?,
             })?;

@@ -630,3 +630,56 @@ fn named_tolerance_levels_and_smallest_passing_tolerances() {
     assert_eq!(code, 2);
     assert!(e.contains("very-approximate"), "{e}");
 }
+
+/// bench-train times steps of a model's architecture, reports them as JSON, and writes nothing
+/// into the model directory (its scratch checkpoint directory is removed).
+#[test]
+fn bench_train_reports_step_times_and_memory_and_leaves_the_model_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let teacher = common::tiny_teacher(tmp.path());
+    let before: Vec<_> = std::fs::read_dir(&teacher)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let out = common::ok(&[
+        "bench-train",
+        "--model",
+        common::s(&teacher),
+        "--batch",
+        "16",
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["architecture"], "mlp");
+    assert_eq!(r["batch"], 16);
+    assert_eq!(r["steps"], 3);
+    let p50 = r["p50_ms"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p50 <= r["max_ms"].as_f64().unwrap(), "{r}");
+    assert!(r["min_ms"].as_f64().unwrap() <= p50, "{r}");
+    assert!(r["peak_rss_mib"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["parameters"].as_u64().unwrap() > 0, "{r}");
+    let after: Vec<_> = std::fs::read_dir(&teacher)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(
+        before.len(),
+        after.len(),
+        "bench-train wrote into the model directory"
+    );
+    // no steps to time, and a directory that is not a model: one line, non-zero
+    let (code, _) = common::fails(&[
+        "bench-train",
+        "--model",
+        common::s(&teacher),
+        "--steps",
+        "0",
+    ]);
+    assert_eq!(code, 2);
+    let (_, err) = common::fails(&["bench-train", "--model", common::s(tmp.path())]);
+    assert!(err.contains("config.json"), "{err}");
+}

@@ -481,15 +481,27 @@ pub struct GroupNorm {
 /// [dx (x's size), dweight (C), dbias (C)] packed in one vector.
 struct GroupNormBackward(GroupNorm);
 
-/// Per (batch, group) mean and 1/std of `x` (batch-major, `per` values per group).
+/// Per (batch, group) mean and 1/std of `x` (batch-major, `per` values per group), two passes
+/// with f64 lane accumulators (independent chains, so the loops vectorise; fixed order).
 fn group_stats(x: &[f32], per: usize, eps: f32) -> Vec<(f32, f32)> {
     x.par_chunks(per)
         .map(|g| {
-            let mean = g.iter().map(|&v| v as f64).sum::<f64>() / per as f64;
-            let var = g.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / per as f64;
+            let mean = lanes_sum_f64(g, |v| v as f64) / per as f64;
+            let var = lanes_sum_f64(g, |v| (v as f64 - mean) * (v as f64 - mean)) / per as f64;
             (mean as f32, (1.0 / (var + eps as f64).sqrt()) as f32)
         })
         .collect()
+}
+
+fn lanes_sum_f64(v: &[f32], f: impl Fn(f32) -> f64) -> f64 {
+    let mut acc = [0f64; LANES];
+    let mut chunks = v.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += f(x);
+        }
+    }
+    acc.iter().sum::<f64>() + chunks.remainder().iter().map(|&x| f(x)).sum::<f64>()
 }
 
 fn sigmoid(v: f32) -> f32 {
