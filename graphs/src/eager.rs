@@ -19,7 +19,8 @@ pub struct EagerOps {
 /// Whether group norm, SiLU and softmax run as the fused CPU kernels of
 /// [`crate::cpu_kernels`] (the CPU default) or as the composites of [`Ops`] (every other
 /// device: a fused replacement there waits for a lent device to measure it).
-/// `FLASHCTL_EAGER_KERNELS=fused|composite` overrides the choice; fused needs the CPU.
+/// `FLASHCTL_EAGER_KERNELS=composite` forces the composites on the CPU too (the kernels have no
+/// GPU implementation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernels {
     Fused,
