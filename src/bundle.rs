@@ -267,7 +267,7 @@ fn measure(
 ) -> Result<(Vec<ParityStats>, BTreeMap<String, f64>)> {
     let got = rt.run(inputs)?;
     let (stats, problem) =
-        validation::compare_outputs(outputs, &got, reference, tol, &BTreeMap::new())?;
+        validation::compare_outputs(outputs, inputs, &got, reference, tol, &BTreeMap::new())?;
     if let Some(p) = problem {
         bail!("engine: {p}");
     }

@@ -207,11 +207,40 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Serialise tensors to safetensors bytes in memory, then write atomically.
 pub fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> anyhow::Result<()> {
+    use anyhow::Context;
     let tmp = path.with_extension("safetensors.partial");
-    candle_core::safetensors::save(tensors, &tmp)?;
-    let f = std::fs::File::open(&tmp)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
+    let result = (|| -> anyhow::Result<()> {
+        candle_core::safetensors::save(tensors, &tmp)?;
+        // the safetensors writer creates its file 0600; give it the mode every other file gets
+        // (0666 less the umask), or a bundle handed to another user cannot be read
+        ordinary_file_mode(&tmp)?;
+        let f = std::fs::File::open(&tmp)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("writing {}", path.display()))
+}
+
+/// Set `path` to the mode `File::create` gives: 0666 less the process umask.
+#[cfg(unix)]
+fn ordinary_file_mode(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    // umask can only be read by setting it; done once, and restored at once
+    let umask = *UMASK.get_or_init(|| unsafe {
+        let m = libc::umask(0o022);
+        libc::umask(m);
+        m as u32
+    });
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666 & !umask))
+}
+
+#[cfg(not(unix))]
+fn ordinary_file_mode(_path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
@@ -353,4 +382,29 @@ pub fn check_weights(
         ));
     }
     Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    /// A saved checkpoint has the mode of any other file the process creates (0644 under umask
+    /// 022), not the safetensors writer's 0600.
+    #[test]
+    fn saved_tensors_get_the_ordinary_file_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = HashMap::new();
+        t.insert(
+            "w".to_string(),
+            Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap(),
+        );
+        let path = dir.path().join("model.safetensors");
+        save_tensors(&path, &t).unwrap();
+        let plain = dir.path().join("plain.json");
+        std::fs::write(&plain, b"{}").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), mode(&plain));
+        assert!(!dir.path().join("model.safetensors.partial").exists());
+    }
 }

@@ -481,7 +481,7 @@ fn run_one(
     let times = rt.time(inputs, 0, runs).unwrap_or_default();
     report.latency_ms = (!times.is_empty()).then(|| flashctl_validate::percentile(&times, 0.5));
     let names: Vec<String> = outputs.iter().map(|o| o.name.clone()).collect();
-    let (stats, problem) = compare_outputs(&names, &got, reference, tol, overrides)?;
+    let (stats, problem) = compare_outputs(&names, inputs, &got, reference, tol, overrides)?;
     let ok = problem.is_none() && stats.iter().all(|s| s.passed);
     report.outputs = stats;
     report.reason = problem;
@@ -491,14 +491,30 @@ fn run_one(
 
 /// Each named output of a run against the reference (per-output tolerance where overridden).
 /// A missing or wrongly shaped output is returned as the problem (a failure); a reference that
-/// lacks an output is bad input.
+/// lacks an output is bad input, and so is a comparison that would check nothing: a graph
+/// without outputs, or a reference tensor that is neither an input fed to the graph nor one of
+/// its outputs (a gate must never pass vacuously).
 pub fn compare_outputs(
     outputs: &[String],
+    inputs: &[HostTensor],
     got: &[HostTensor],
     reference: &[HostTensor],
     tol: Tolerance,
     overrides: &BTreeMap<String, Tolerance>,
 ) -> Result<(Vec<ParityStats>, Option<String>)> {
+    if outputs.is_empty() {
+        return Err(BadInput("the graph has no outputs: nothing to compare".into()).into());
+    }
+    for r in reference {
+        if !outputs.contains(&r.name) && !inputs.iter().any(|i| i.name == r.name) {
+            return Err(BadInput(format!(
+                "reference tensor `{}` is not an output of the graph (outputs: {})",
+                r.name,
+                outputs.join(", ")
+            ))
+            .into());
+        }
+    }
     let (mut stats, mut problem) = (vec![], None);
     for name in outputs {
         let expected = reference.iter().find(|t| &t.name == name);
@@ -517,6 +533,9 @@ pub fn compare_outputs(
             (None, _) => problem = Some(format!("runtime produced no `{name}`")),
             (_, None) => return Err(BadInput(format!("reference has no output `{name}`")).into()),
         }
+    }
+    if stats.is_empty() && problem.is_none() {
+        return Err(BadInput("no output was compared".into()).into());
     }
     Ok((stats, problem))
 }

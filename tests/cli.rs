@@ -683,3 +683,62 @@ fn bench_train_reports_step_times_and_memory_and_leaves_the_model_alone() {
     let (_, err) = common::fails(&["bench-train", "--model", common::s(tmp.path())]);
     assert!(err.contains("config.json"), "{err}");
 }
+
+/// A CI gate must never pass vacuously: a graph with no outputs, or a reference holding a
+/// tensor the graph does not produce, is bad input (exit 2), never `PASS`.
+#[test]
+fn validate_refuses_to_pass_when_a_reference_output_is_not_compared() {
+    let tmp = tempfile::tempdir().unwrap();
+    let teacher = common::tiny_teacher(tmp.path());
+    let graph = tmp.path().join("g/model.onnx");
+    ok(&[
+        "export",
+        "--model",
+        s(&teacher),
+        "--steps",
+        "2",
+        "--out",
+        s(&graph),
+    ]);
+    let reference = tmp.path().join("g/reference.safetensors");
+    // 1. zero outputs
+    let mut m = flashctl_exporters::decode_model(&std::fs::read(&graph).unwrap()).unwrap();
+    m.graph.as_mut().unwrap().output.clear();
+    let empty = tmp.path().join("g/no_outputs.onnx");
+    std::fs::write(&empty, flashctl_exporters::encode_model(&m)).unwrap();
+    let (code, err) = fails(&[
+        "validate",
+        s(&empty),
+        "--runtimes",
+        "tract",
+        "--reference",
+        s(&reference),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no outputs"), "{err}");
+    // 2. a reference tensor the graph does not produce
+    let mut tensors = common::load(&reference);
+    let image = tensors["image"].clone();
+    tensors.insert("latent".into(), image);
+    let extra = tmp.path().join("extra.safetensors");
+    candle_core::safetensors::save(&tensors, &extra).unwrap();
+    let (code, err) = fails(&[
+        "validate",
+        s(&graph),
+        "--runtimes",
+        "tract",
+        "--reference",
+        s(&extra),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("`latent` is not an output"), "{err}");
+    // the untouched pair still passes
+    ok(&[
+        "validate",
+        s(&graph),
+        "--runtimes",
+        "tract",
+        "--reference",
+        s(&reference),
+    ]);
+}
