@@ -53,7 +53,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 opts.lr = lr;
             }
             if let Some(c) = a.checkpoint_every {
-                opts.checkpoint_every = c.max(1);
+                opts.checkpoint_every = c;
             }
             opts.seed = a.seed;
             opts.time_budget_s = a.time_budget;
@@ -158,10 +158,15 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
         Command::Sample(a) => {
+            if a.count == 0 {
+                return Err(
+                    BadInput("--count 0: nothing to sample (give at least 1)".into()).into(),
+                );
+            }
             let start = match &a.inputs {
                 Some(p) => sample::Start::File(p),
                 None => sample::Start::Seeded {
-                    count: a.count.max(1),
+                    count: a.count,
                     seed: a.seed,
                 },
             };

@@ -94,6 +94,7 @@ where
         train_only,
         device,
     } = spec;
+    check_options(&opts)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut seeded = crate::seeded_vars::SeededVars::new(opts.seed);
     if let Some(init) = init {
@@ -270,6 +271,28 @@ where
         step_seconds,
         rss_mib,
     })
+}
+
+/// Refuse options that would train nothing or train on nonsense, before anything is written.
+fn check_options(o: &TrainOptions) -> Result<()> {
+    if o.iters == 0 {
+        bail!("--iters 0: nothing to train (give at least 1)");
+    }
+    if o.batch == 0 {
+        bail!("--batch 0: a training step needs at least 1 sample");
+    }
+    if !(o.lr.is_finite() && o.lr > 0.0) {
+        bail!("--lr {}: the learning rate must be a positive number", o.lr);
+    }
+    if o.checkpoint_every == 0 {
+        bail!("--checkpoint-every 0: give at least 1");
+    }
+    if o.time_budget_s
+        .is_some_and(|b| !(b.is_finite() && b >= 0.0))
+    {
+        bail!("--time-budget must be a number of seconds >= 0 (0 stops after one iteration)");
+    }
+    Ok(())
 }
 
 fn read_loss_log(path: &Path) -> Result<Vec<(usize, f32)>> {

@@ -742,3 +742,53 @@ fn validate_refuses_to_pass_when_a_reference_output_is_not_compared() {
         s(&reference),
     ]);
 }
+
+/// Options that would train or sample nothing are refused with one line naming the flag, and
+/// leave no directory behind.
+#[test]
+fn nonsense_training_and_sampling_options_are_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("t");
+    let o = s(&out);
+    for (extra, needle) in [
+        (vec!["--iters", "0"], "--iters 0"),
+        (vec!["--batch", "0"], "--batch 0"),
+        (vec!["--lr", "nan"], "--lr NaN"),
+        (vec!["--lr", "0"], "--lr 0"),
+        (vec!["--checkpoint-every", "0"], "--checkpoint-every 0"),
+    ] {
+        let mut args = vec![
+            "teacher",
+            "train",
+            "--dataset",
+            "checkerboard",
+            "--preset",
+            "tiny",
+        ];
+        args.extend(["--out", o]);
+        args.extend(extra);
+        let (code, err) = fails(&args);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(needle), "{needle}: {err}");
+        assert!(!out.exists(), "{needle} left {}", out.display());
+    }
+    let teacher = common::tiny_teacher(tmp.path());
+    let student = tmp.path().join("s");
+    let (code, err) = fails(&[
+        "distill",
+        "--teacher",
+        s(&teacher),
+        "--steps",
+        "1",
+        "--batch",
+        "0",
+        "--out",
+        s(&student),
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--batch 0"), "{err}");
+    assert!(!student.exists());
+    let (code, err) = fails(&["sample", "--model", s(&teacher), "--count", "0"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--count 0"), "{err}");
+}

@@ -120,13 +120,13 @@ fn apply_train_flags(a: &DistillArgs, train: &mut crate::train::TrainOptions) {
         train.iters = i;
     }
     if let Some(b) = a.batch {
-        train.batch = b.max(1);
+        train.batch = b;
     }
     if let Some(lr) = a.lr {
         train.lr = lr;
     }
     if let Some(c) = a.checkpoint_every {
-        train.checkpoint_every = c.max(1);
+        train.checkpoint_every = c;
     }
     train.time_budget_s = a.time_budget;
 }
