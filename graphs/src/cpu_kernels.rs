@@ -26,6 +26,22 @@ fn f32_data<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'
     }
 }
 
+type Grads3 = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
+
+/// The three gradients a backward kernel packed into one vector, in the order and shapes of its
+/// three arguments.
+fn unpack3(packed: &Tensor, args: [&Tensor; 3]) -> Result<Grads3> {
+    let mut at = 0;
+    let mut out = vec![];
+    for a in args {
+        let n = a.elem_count();
+        out.push(Some(packed.narrow(0, at, n)?.reshape(a.shape())?));
+        at += n;
+    }
+    let [a, b, c]: [Option<Tensor>; 3] = out.try_into().expect("three gradients");
+    Ok((a, b, c))
+}
+
 // ---- im2col / col2im ------------------------------------------------------------------------
 
 /// A square-kernel convolution's geometry: input [b, c, h, w] -> patches [b, c*k*k, ho*wo].
@@ -366,11 +382,7 @@ impl CustomOp3 for Conv2d {
             &grad.contiguous()?,
             &Conv2dBackward(*self),
         )?;
-        let (n, nw, nb) = (x.elem_count(), w.elem_count(), b.elem_count());
-        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
-        let dw = packed.narrow(0, n, nw)?.reshape(w.shape())?;
-        let db = packed.narrow(0, n + nw, nb)?.reshape(b.shape())?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        unpack3(&packed, [x, w, b])
     }
 }
 
@@ -598,11 +610,7 @@ impl CustomOp3 for GroupNorm {
             &grad.contiguous()?,
             &GroupNormBackward(*self),
         )?;
-        let (n, c) = (x.elem_count(), w.elem_count());
-        let dx = packed.narrow(0, 0, n)?.reshape(x.shape())?;
-        let dw = packed.narrow(0, n, c)?.reshape(w.shape())?;
-        let db = packed.narrow(0, n + c, c)?.reshape(b.shape())?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        unpack3(&packed, [x, w, b])
     }
 }
 
@@ -986,11 +994,7 @@ impl CustomOp3 for Attention {
                 dims,
             },
         )?;
-        let (nq, nk) = (q.elem_count(), k.elem_count());
-        let dq = packed.narrow(0, 0, nq)?.reshape(q.shape())?;
-        let dk = packed.narrow(0, nq, nk)?.reshape(k.shape())?;
-        let dv = packed.narrow(0, nq + nk, nk)?.reshape(v.shape())?;
-        Ok((Some(dq), Some(dk), Some(dv)))
+        unpack3(&packed, [q, k, v])
     }
 }
 
@@ -1093,6 +1097,7 @@ impl CustomOp3 for AttentionBackward {
 #[cfg(test)]
 mod tests {
     //! Every fused kernel against the composite it replaces: same values, same gradients.
+    use crate::eager::tests::max_diff;
     use crate::{EagerOps, Kernels, Ops};
     use candle_core::{DType, Device, Tensor, Var};
     use candle_nn::VarBuilder;
@@ -1107,19 +1112,6 @@ mod tests {
         let n: usize = shape.iter().product();
         let v: Vec<f32> = (0..n).map(|_| rng.gen_range(-2.0..2.0)).collect();
         Var::from_tensor(&Tensor::from_vec(v, shape, &Device::Cpu).unwrap()).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     /// Value and input gradients of `f` (under a fixed random cotangent) with fused kernels and
