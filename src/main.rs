@@ -308,7 +308,12 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 cache_dir: a
                     .cache_dir
                     .unwrap_or_else(flashctl::bundle::default_cache_dir),
-                runs: a.runs,
+                runs: match a.runs {
+                    0 => {
+                        return Err(BadInput("--runs 0: latency needs at least 1 run".into()).into())
+                    }
+                    n => n,
+                },
             };
             let m = flashctl::bundle::build(&o)?;
             if a.json {
@@ -329,6 +334,9 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
         Command::Bundle(flashctl::cli::BundleCommand::Verify(a)) => {
+            if a.runs == 0 {
+                return Err(BadInput("--runs 0: latency needs at least 1 run".into()).into());
+            }
             let r = flashctl::bundle::verify(&a.bundle, a.runs)?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&r)?);

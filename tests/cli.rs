@@ -788,6 +788,35 @@ fn nonsense_training_and_sampling_options_are_refused_before_anything_is_written
     assert_eq!(code, 2);
     assert!(err.contains("--batch 0"), "{err}");
     assert!(!student.exists());
+    let (code, err) = fails(&[
+        "distill",
+        "--teacher",
+        s(&teacher),
+        "--steps",
+        "1",
+        "--teacher-steps",
+        "0",
+        "--out",
+        s(&student),
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--teacher-steps 0"), "{err}");
+    assert!(!student.exists());
+    let bundle = tmp.path().join("b");
+    let (code, err) = fails(&[
+        "build",
+        "--model",
+        s(&teacher),
+        "--target",
+        "tract",
+        "--runs",
+        "0",
+        "--out",
+        s(&bundle),
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--runs 0"), "{err}");
+    assert!(!bundle.exists());
     let (code, err) = fails(&["sample", "--model", s(&teacher), "--count", "0"]);
     assert_eq!(code, 2);
     assert!(err.contains("--count 0"), "{err}");

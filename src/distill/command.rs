@@ -62,7 +62,10 @@ pub fn parse_options(a: &DistillArgs) -> Result<ImagineFlashOptions> {
             "implied" => SrlNoise::Implied,
             o => bail!("--srl-noise {o}: expected fresh or implied"),
         },
-        teacher_steps: a.teacher_steps,
+        teacher_steps: match a.teacher_steps {
+            0 => bail!("--teacher-steps 0: the teacher target needs at least 1 step"),
+            n => n,
+        },
     })
 }
 
