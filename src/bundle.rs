@@ -333,7 +333,16 @@ fn signature_ranges(m: &export::Manifest) -> (Vec<Signature>, Vec<Signature>, St
 
 /// `flashctl build`: export, build the target's engine (through the cache), measure parity and
 /// latency, write the bundle atomically (a temp dir renamed into place).
+/// Latency is the p50 of `runs` timed runs: none would write NaN into a manifest.
+fn check_runs(runs: usize) -> Result<()> {
+    if runs == 0 {
+        bail!(BadInput("--runs 0: latency needs at least 1 run".into()));
+    }
+    Ok(())
+}
+
 pub fn build(o: &BuildOptions) -> Result<BundleManifest> {
+    check_runs(o.runs)?;
     if !TARGETS.contains(&o.target.as_str()) {
         bail!(BadInput(format!(
             "unknown target `{}` ({})",
@@ -506,6 +515,7 @@ pub struct VerifyReport {
 
 /// `flashctl bundle verify`: every file's sha256, then each engine's parity on this machine.
 pub fn verify(bundle: &Path, runs: usize) -> Result<VerifyReport> {
+    check_runs(runs)?;
     let mpath = bundle.join("manifest.json");
     let text = std::fs::read_to_string(&mpath)
         .map_err(|e| BadInput(format!("{}: {e}", mpath.display())))?;

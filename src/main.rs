@@ -2,7 +2,7 @@ use clap::Parser;
 use flashctl::cli::{Cli, Command, TeacherCommand};
 use flashctl::sampler::SamplerKind;
 use flashctl::validation::BadInput;
-use flashctl::{data, demo, export, sample, train, validation};
+use flashctl::{demo, export, sample, train, validation};
 use flashctl_validate::Tolerance;
 use std::process::ExitCode;
 
@@ -40,34 +40,7 @@ fn print_throughput(r: &train::TrainReport) {
 fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Teacher(TeacherCommand::Train(a)) => {
-            let preset: train::Preset = a.preset.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-            let ds = data::open(&a.dataset, a.data_dir.as_deref(), a.image_size)?;
-            let (denoiser, mut opts) = train::preset_for(&ds, preset);
-            if let Some(i) = a.iters {
-                opts.iters = i;
-            }
-            if let Some(b) = a.batch {
-                opts.batch = b;
-            }
-            if let Some(lr) = a.lr {
-                opts.lr = lr;
-            }
-            if let Some(c) = a.checkpoint_every {
-                opts.checkpoint_every = c;
-            }
-            opts.seed = a.seed;
-            opts.time_budget_s = a.time_budget;
-            let device = flashctl::device::open(&a.device)?;
-            let r = train::train_teacher(
-                &ds,
-                denoiser,
-                train::default_schedule(&ds),
-                opts,
-                &a.out,
-                a.resume,
-                true,
-                &device,
-            )?;
+            let r = train::run_command(&a, true)?;
             println!(
                 "trained {} iters: loss first {:.4}, final (mean of last 50) {:.4} -> {}",
                 r.iters_done,
@@ -308,12 +281,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 cache_dir: a
                     .cache_dir
                     .unwrap_or_else(flashctl::bundle::default_cache_dir),
-                runs: match a.runs {
-                    0 => {
-                        return Err(BadInput("--runs 0: latency needs at least 1 run".into()).into())
-                    }
-                    n => n,
-                },
+                runs: a.runs,
             };
             let m = flashctl::bundle::build(&o)?;
             if a.json {
@@ -334,9 +302,6 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
         Command::Bundle(flashctl::cli::BundleCommand::Verify(a)) => {
-            if a.runs == 0 {
-                return Err(BadInput("--runs 0: latency needs at least 1 run".into()).into());
-            }
             let r = flashctl::bundle::verify(&a.bundle, a.runs)?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&r)?);

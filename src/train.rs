@@ -206,6 +206,39 @@ pub fn train_teacher(
     })
 }
 
+/// `flashctl teacher train`: the preset for the dataset, the flags over it, then
+/// [`train_teacher`] (with a progress bar when `progress`).
+pub fn run_command(a: &crate::cli::TrainArgs, progress: bool) -> Result<TrainReport> {
+    let preset: Preset = a.preset.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let ds = crate::data::open(&a.dataset, a.data_dir.as_deref(), a.image_size)?;
+    let (denoiser, mut opts) = preset_for(&ds, preset);
+    if let Some(i) = a.iters {
+        opts.iters = i;
+    }
+    if let Some(b) = a.batch {
+        opts.batch = b;
+    }
+    if let Some(lr) = a.lr {
+        opts.lr = lr;
+    }
+    if let Some(c) = a.checkpoint_every {
+        opts.checkpoint_every = c;
+    }
+    opts.seed = a.seed;
+    opts.time_budget_s = a.time_budget;
+    let device = crate::device::open(&a.device)?;
+    train_teacher(
+        &ds,
+        denoiser,
+        default_schedule(&ds),
+        opts,
+        &a.out,
+        a.resume,
+        progress,
+        &device,
+    )
+}
+
 /// Per-sample scalars as a [B, 1, ...] tensor on `device` that broadcasts over samples of rank
 /// `rank`.
 pub fn per_sample(v: &[f32], rank: usize, device: &Device) -> Result<Tensor> {

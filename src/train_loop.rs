@@ -42,8 +42,9 @@ pub struct TrainReport {
     /// Wall time of each iteration this invocation ran (loss, backward, AdamW, EMA; not the
     /// checkpoints), in seconds: what `flashctl bench-train` reports.
     pub step_seconds: Vec<f64>,
-    /// Resident memory of the process after each of those iterations, MiB: flat when nothing
-    /// is retained from one iteration to the next (tests/training_memory.rs).
+    /// Resident memory of the process after each of those iterations, MiB (`bench-train`
+    /// reports it after the warm-up); flat when nothing is retained from one iteration to the
+    /// next.
     pub rss_mib: Vec<f64>,
 }
 

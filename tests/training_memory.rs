@@ -18,22 +18,21 @@ struct Counting;
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
 
+/// Count `size` new live bytes (when the allocation succeeded) and pass the pointer on.
+fn counted(p: *mut u8, size: usize) -> *mut u8 {
+    if !p.is_null() {
+        let now = LIVE.fetch_add(size, Ordering::Relaxed) + size;
+        PEAK.fetch_max(now, Ordering::Relaxed);
+    }
+    p
+}
+
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
+        counted(unsafe { System.alloc(layout) }, layout.size())
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
+        counted(unsafe { System.alloc_zeroed(layout) }, layout.size())
     }
     unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
         unsafe { System.dealloc(p, layout) };
@@ -43,10 +42,8 @@ unsafe impl GlobalAlloc for Counting {
         let q = unsafe { System.realloc(p, layout, new) };
         if !q.is_null() {
             LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-            let now = LIVE.fetch_add(new, Ordering::Relaxed) + new;
-            PEAK.fetch_max(now, Ordering::Relaxed);
         }
-        q
+        counted(q, new)
     }
 }
 
@@ -70,21 +67,7 @@ fn cli(args: &[&str]) -> Command {
 fn run(args: &[&str]) {
     match cli(args) {
         Command::Teacher(TeacherCommand::Train(a)) => {
-            let ds = flashctl::data::open(&a.dataset, None, None).unwrap();
-            let preset: flashctl::train::Preset = a.preset.parse().unwrap();
-            let (d, mut opts) = flashctl::train::preset_for(&ds, preset);
-            opts.iters = a.iters.unwrap();
-            flashctl::train::train_teacher(
-                &ds,
-                d,
-                flashctl::train::default_schedule(&ds),
-                opts,
-                &a.out,
-                false,
-                false,
-                &candle_core::Device::Cpu,
-            )
-            .unwrap();
+            flashctl::train::run_command(&a, false).unwrap();
         }
         Command::Distill(a) => {
             flashctl::distill::command::run(&a).unwrap();

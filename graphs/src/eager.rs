@@ -229,8 +229,7 @@ impl Ops for EagerOps {
                 .apply_op1(cpu_kernels::Silu)
                 .map_err(|e| kernel_err("silu", e));
         }
-        let s = self.unary(UnaryOp::Sigmoid, x)?;
-        self.mul(x, &s)
+        crate::ops::silu_composite(self, x)
     }
 
     fn group_norm(
@@ -244,7 +243,7 @@ impl Ops for EagerOps {
         if self.fused(x) {
             return fused_group_norm(x, groups, weight, bias, eps, false);
         }
-        composite_group_norm(self, x, groups, weight, bias, eps)
+        crate::ops::group_norm_composite(self, x, groups, weight, bias, eps)
     }
 
     fn group_norm_silu(
@@ -259,8 +258,7 @@ impl Ops for EagerOps {
         if self.fused(x) {
             return fused_group_norm(x, groups, weight, bias, eps, true);
         }
-        let h = self.scoped(scope, || self.group_norm(x, groups, weight, bias, eps))?;
-        self.silu(&h)
+        crate::ops::group_norm_silu_composite(self, scope, x, groups, weight, bias, eps)
     }
 
     fn attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, scale: f32) -> Result<Tensor> {
@@ -341,17 +339,6 @@ fn fused_group_norm(
             cpu_kernels::GroupNorm { groups, eps, silu },
         )
         .map_err(|e| kernel_err("group_norm", e))
-}
-
-fn composite_group_norm(
-    o: &EagerOps,
-    x: &Tensor,
-    groups: usize,
-    weight: &Tensor,
-    bias: &Tensor,
-    eps: f32,
-) -> Result<Tensor> {
-    crate::ops::group_norm_composite(o, x, groups, weight, bias, eps)
 }
 
 #[cfg(test)]

@@ -99,10 +99,9 @@ pub trait Ops {
         self.affine(x, s, 0.0)
     }
 
-    /// SiLU(x) = x * sigmoid(x).
+    /// SiLU(x) = x * sigmoid(x) ([`silu_composite`]; fused in the eager CPU backend).
     fn silu(&self, x: &Self::T) -> Result<Self::T> {
-        let s = self.unary(UnaryOp::Sigmoid, x)?;
-        self.mul(x, &s)
+        silu_composite(self, x)
     }
 
     /// GroupNorm over [B, C, ...] with per-channel affine `weight`/`bias` [C], as torch.nn.GroupNorm
@@ -129,8 +128,7 @@ pub trait Ops {
         bias: &Self::T,
         eps: f32,
     ) -> Result<Self::T> {
-        let h = self.scoped(scope, || self.group_norm(x, groups, weight, bias, eps))?;
-        self.silu(&h)
+        group_norm_silu_composite(self, scope, x, groups, weight, bias, eps)
     }
 
     /// Nearest-neighbour 2x upsampling of [B, C, H, W], as F.interpolate(scale_factor=2.0).
@@ -232,6 +230,26 @@ pub fn group_norm_composite<O: Ops + ?Sized>(
     let w = o.reshape(weight, &cshape)?;
     let b = o.reshape(bias, &cshape)?;
     o.add(&o.mul(&normed, &w)?, &b)
+}
+
+/// x * sigmoid(x) from primitives.
+pub fn silu_composite<O: Ops + ?Sized>(o: &O, x: &O::T) -> Result<O::T> {
+    let s = o.unary(UnaryOp::Sigmoid, x)?;
+    o.mul(x, &s)
+}
+
+/// The backend's own group norm (in `scope`) then its SiLU.
+pub fn group_norm_silu_composite<O: Ops + ?Sized>(
+    o: &O,
+    scope: &str,
+    x: &O::T,
+    groups: usize,
+    weight: &O::T,
+    bias: &O::T,
+    eps: f32,
+) -> Result<O::T> {
+    let h = o.scoped(scope, || o.group_norm(x, groups, weight, bias, eps))?;
+    o.silu(&h)
 }
 
 /// softmax(q k^T * scale) v from primitives: what every backend traces.

@@ -47,6 +47,13 @@ pub fn conv2d<O: Ops>(
     o.scoped(p, || o.conv2d(x, &w, Some(&b), stride, padding))
 }
 
+/// A group norm's per-channel affine parameters (weight 1, bias 0 at init).
+fn norm_affine<O: Ops>(o: &O, p: &str, channels: usize) -> Result<(O::T, O::T)> {
+    let w = o.param(&join(p, "weight"), &[channels], Init::Const(1.0))?;
+    let b = o.param(&join(p, "bias"), &[channels], Init::Const(0.0))?;
+    Ok((w, b))
+}
+
 /// torch.nn.GroupNorm(groups, channels, eps, affine=True).
 pub fn group_norm<O: Ops>(
     o: &O,
@@ -56,8 +63,7 @@ pub fn group_norm<O: Ops>(
     channels: usize,
     eps: f32,
 ) -> Result<O::T> {
-    let w = o.param(&join(p, "weight"), &[channels], Init::Const(1.0))?;
-    let b = o.param(&join(p, "bias"), &[channels], Init::Const(0.0))?;
+    let (w, b) = norm_affine(o, p, channels)?;
     o.scoped(p, || o.group_norm(x, groups, &w, &b, eps))
 }
 
@@ -71,8 +77,7 @@ pub fn group_norm_silu<O: Ops>(
     channels: usize,
     eps: f32,
 ) -> Result<O::T> {
-    let w = o.param(&join(p, "weight"), &[channels], Init::Const(1.0))?;
-    let b = o.param(&join(p, "bias"), &[channels], Init::Const(0.0))?;
+    let (w, b) = norm_affine(o, p, channels)?;
     o.group_norm_silu(p, x, groups, &w, &b, eps)
 }
 
