@@ -49,8 +49,8 @@ if peer_path.exists():
             o = ours.get(r["batch"])
             if o and r.get("math") == math:
                 ratios.append({"batch": r["batch"], "math": math, "peer_mode": r["mode"],
-                               "flashctl_p50_ms": o["p50_ms"], "peer_p50_ms": r["p50_ms"],
-                               "ratio": o["p50_ms"] / r["p50_ms"]})
+                               "flashctl_p50_ms": o["latency_ms"]["p50"], "peer_p50_ms": r["p50_ms"],
+                               "ratio": o["latency_ms"]["p50"] / r["p50_ms"]})
     res["ratios_vs_peer"] = ratios
     tr = res["stages"].get("teacher_train", {}).get("train")
     if tr and "train_step" in peer:

@@ -95,7 +95,7 @@ distill_if() {
 eval_model() {  # eval_model NAME MODEL [--steps K]
   local name=$1 model=$2; shift 2
   stage "${name}_eval" 120 "$F" eval --model "$model" "$@" --dataset fashion-mnist --data-dir "$FM" \
-    --samples "$EVAL_N" --seed 7 $D $FN --json
+    --count "$EVAL_N" --seed 7 $D $FN --json
 }
 distill_if 3
 stage export_fp32 120 "$F" export --model "$W/if3" --out "$W/e32/model.onnx"
@@ -130,7 +130,7 @@ done
 stage pairs 120 "$F" pairs generate --teacher "$W/teacher" --count "$PAIRS" --steps "$PAIR_STEPS" \
   --shard-size 512 --batch 256 $D --out "$W/pairs"
 stage kdm_distill $((T_KDM + 60)) "$F" distill --method kdm --pairs "$W/pairs" --iters 1000000 \
-  --time-budget "$T_KDM" --student-preset "$KDM_PRESET" $D --out "$W/kdm"
+  --time-budget "$T_KDM" --preset "$KDM_PRESET" $D --out "$W/kdm"
 eval_model kdm "$W/kdm"
 # what comes back: results.json, job.log, PNGs, the teacher and the 3-step student (<= 15 MiB parts)
 tar -C "$W" -cf "$OUT/pngs.tar" $(cd "$W" && ls -d */eval/*.png */samples.png */loss.png 2>/dev/null)

@@ -74,8 +74,8 @@ for name in ["bench_fp32", "bench_fp32_tf32", "bench_fp16"]:
         continue
     for i, pb in enumerate(b["per_batch"]):
         s = b["student"]["per_batch"][i]
-        t = b["teacher"]["per_batch"][i]["p50_ms"] if b.get("teacher") else None
-        print(f"| {name} ({b['provider']}) | {pb['batch']} | {f(s['p50_ms'], 3)} | {f(t, 3)} "
+        t = b["teacher"]["per_batch"][i]["latency_ms"]["p50"] if b.get("teacher") else None
+        print(f"| {name} ({b['provider']}) | {pb['batch']} | {f(s['latency_ms']['p50'], 3)} | {f(t, 3)} "
               f"| {f(pb['speedup'], 1)} | {f(pb['unroll_overhead'], 3)} |")
 
 peer = r.get("peer")

@@ -12,7 +12,7 @@ $B teacher train --dataset checkerboard --preset tiny --iters 200 --seed 0 --out
 $B distill --teacher "$S/mlp_teacher" --steps 2 --iters 50 --seed 0 --out "$S/mlp_if2"
 $B pairs generate --teacher "$S/mlp_teacher" --count 256 --steps 10 --seed 0 --out "$S/pairs"
 $B distill --method kdm --pairs "$S/pairs" --koopman eigen --iters 50 --seed 0 \
-    --student-preset tiny --out "$S/mlp_kdm"
+    --preset tiny --out "$S/mlp_kdm"
 for m in mlp_teacher mlp_if2 mlp_kdm; do
     mkdir -p "fixtures/models/$m"
     cp "$S/$m/config.json" "$S/$m/model.safetensors" "fixtures/models/$m/"

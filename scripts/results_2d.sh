@@ -12,7 +12,7 @@ for ds in $DATASETS; do
   [ -f "$T/model.safetensors" ] || "$FL" teacher train --dataset "$ds" --preset small --out "$T"
   ev() { # name model [eval args]
     local name=$1 model=$2; shift 2
-    [ -s "$OUT/json/$name.json" ] || "$FL" eval --model "$model" --dataset "$ds" --samples 2000 --seed 7 --json "$@" > "$OUT/json/$name.json"
+    [ -s "$OUT/json/$name.json" ] || "$FL" eval --model "$model" --dataset "$ds" --count 2000 --seed 7 --json "$@" > "$OUT/json/$name.json"
   }
   run() { # name steps [distill args]
     local name=$1 k=$2; shift 2

@@ -10,10 +10,10 @@ B=target/release/flashctl
 R=${1:-runs/bench}
 ORT_DYLIB_PATH="$(scripts/setup.sh)"
 export ORT_DYLIB_PATH
-$B teacher train --dataset checkerboard --preset small --iters 300 --out "$R/cb_teacher"
-$B distill --teacher "$R/cb_teacher" --steps 3 --iters 50 --out "$R/cb_if3"
-$B teacher train --dataset fashion-mnist --preset small --iters 3 --out "$R/fm_teacher"
-$B distill --teacher "$R/fm_teacher" --steps 3 --iters 2 --out "$R/fm_if3"
+$B teacher train --dataset checkerboard --preset small --iters 300 --out "$R/cb_teacher" --force
+$B distill --teacher "$R/cb_teacher" --steps 3 --iters 50 --out "$R/cb_if3" --force
+$B teacher train --dataset fashion-mnist --preset small --iters 3 --out "$R/fm_teacher" --force
+$B distill --teacher "$R/fm_teacher" --steps 3 --iters 2 --out "$R/fm_if3" --force
 for rt in tract ort-cpu; do
     $B bench --model "$R/cb_if3" --teacher "$R/cb_teacher" --teacher-steps 50 --runtime $rt \
         --batch 1,8,64 --runs 30 --warmup 5 --out "$R/bench_cb_$rt"

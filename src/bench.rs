@@ -24,7 +24,8 @@ pub struct BenchOptions {
     pub batches: Vec<usize>,
     pub warmup: usize,
     pub runs: usize,
-    pub out: PathBuf,
+    /// Where bench.json and latency.png go (none: nothing is written).
+    pub out: Option<PathBuf>,
     /// Precision of every exported graph (student, student call, teacher call).
     pub precision: Precision,
 }
@@ -32,10 +33,7 @@ pub struct BenchOptions {
 #[derive(Debug, Clone, Serialize)]
 pub struct Latency {
     pub batch: usize,
-    pub p50_ms: f64,
-    pub p90_ms: f64,
-    pub p99_ms: f64,
-    pub mean_ms: f64,
+    pub latency_ms: Percentiles,
     /// samples per second at p50
     pub throughput: f64,
 }
@@ -71,7 +69,16 @@ pub struct BenchReport {
     pub speedup: Option<f64>,
     pub unroll_overhead: f64,
     pub per_batch: Vec<Ratio>,
-    pub png: String,
+    pub png: Option<String>,
+}
+
+/// Milliseconds per run (the `latency_ms` object of every report).
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub mean: f64,
 }
 
 fn stats(batch: usize, t: Vec<f64>) -> Latency {
@@ -79,17 +86,19 @@ fn stats(batch: usize, t: Vec<f64>) -> Latency {
     let p50 = q(0.5);
     Latency {
         batch,
-        p50_ms: p50,
-        p90_ms: q(0.9),
-        p99_ms: q(0.99),
-        mean_ms: t.iter().sum::<f64>() / t.len() as f64,
+        latency_ms: Percentiles {
+            p50,
+            p90: q(0.9),
+            p99: q(0.99),
+            mean: t.iter().sum::<f64>() / t.len() as f64,
+        },
         throughput: batch as f64 / (p50 / 1e3),
     }
 }
 
 /// Seeded inputs of a graph at `batch`: noise / x (normal), t (the middle timestep), labels.
 fn inputs_for(graph: &Path, batch: usize) -> Result<Vec<HostTensor>> {
-    let m = flashctl_exporters::decode_model(&std::fs::read(graph)?)?;
+    let m = flashctl_exporters::decode_model(&crate::fsx::read(graph)?)?;
     let manifest = export::manifest_beside(graph).map_err(anyhow::Error::msg)?;
     let d = &manifest.model.denoiser;
     let (noise, labels) = export::seeded_noise(&d.sample_shape(), d.num_classes(), batch, 7)?;
@@ -113,7 +122,7 @@ fn inputs_for(graph: &Path, batch: usize) -> Result<Vec<HostTensor>> {
 
 fn prepared(runtime: &str, graph: &Path, example: &[HostTensor]) -> Result<Box<dyn Runtime>> {
     let mut rt = make_runtime(runtime, graph).map_err(|e| BadInput(e.to_string()))?;
-    rt.prepare(&std::fs::read(graph)?, example)?;
+    rt.prepare(&crate::fsx::read(graph)?, example)?;
     Ok(rt)
 }
 
@@ -142,8 +151,12 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
                 .into()
         ));
     }
-    std::fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
-    let work = tempfile_dir(&o.out)?;
+    if let Some(out) = &o.out {
+        crate::out_dir::prepare_report(out, "--out")?;
+    }
+    // the graphs exported for timing live in a scratch dir removed on every exit path
+    let scratch = crate::out_dir::ScratchDir::new("bench")?;
+    let work = scratch.path();
     let student = checkpoint::load(&o.model, &Device::Cpu)?;
     let k = student.config.sampler_plan(None, None)?.steps.len();
     let g_student = work.join("student/model.onnx");
@@ -187,8 +200,8 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
         };
         ratios.push(Ratio {
             batch: b,
-            speedup: t.as_ref().map(|t| t.p50_ms / s.p50_ms),
-            unroll_overhead: s.p50_ms / (k as f64 * c.p50_ms),
+            speedup: t.as_ref().map(|t| t.latency_ms.p50 / s.latency_ms.p50),
+            unroll_overhead: s.latency_ms.p50 / (k as f64 * c.latency_ms.p50),
         });
         s_lat.push(s);
         c_lat.push(c);
@@ -196,24 +209,29 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
             t_lat.push(t);
         }
     }
-    let png = o.out.join("latency.png");
-    crate::plot::latency_vs_batch(
-        &png,
-        &[
-            ("student graph", &s_lat),
-            (
-                "student call x K",
-                &c_lat
-                    .iter()
-                    .map(|c| Latency {
-                        p50_ms: c.p50_ms * k as f64,
-                        ..c.clone()
-                    })
-                    .collect::<Vec<_>>(),
-            ),
-            ("teacher N-step", &t_lat),
-        ],
-    )?;
+    let png = o.out.as_ref().map(|d| d.join("latency.png"));
+    if let Some(png) = &png {
+        std::fs::create_dir_all(png.parent().unwrap())
+            .with_context(|| format!("creating {}", png.parent().unwrap().display()))?;
+        crate::plot::latency_vs_batch(
+            png,
+            &[
+                ("student graph", &s_lat),
+                (
+                    "student call x K",
+                    &c_lat
+                        .iter()
+                        .map(|c| {
+                            let mut x = c.clone();
+                            x.latency_ms.p50 *= k as f64;
+                            x
+                        })
+                        .collect::<Vec<_>>(),
+                ),
+                ("teacher N-step", &t_lat),
+            ],
+        )?;
+    }
     let report = BenchReport {
         runtime: o.runtime.clone(),
         precision: o.precision.name().to_string(),
@@ -245,13 +263,13 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
         speedup: ratios[0].speedup,
         unroll_overhead: ratios[0].unroll_overhead,
         per_batch: ratios,
-        png: png.display().to_string(),
+        png: png.map(|p| p.display().to_string()),
     };
-    checkpoint::write_atomic(
-        &o.out.join("bench.json"),
-        serde_json::to_string_pretty(&report)?.as_bytes(),
-    )?;
-    let _ = std::fs::remove_dir_all(&work);
+    if let Some(out) = &o.out {
+        let path = out.join("bench.json");
+        checkpoint::write_atomic(&path, serde_json::to_string_pretty(&report)?.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(report)
 }
 
@@ -286,13 +304,6 @@ fn teacher_loop(
     Ok(x)
 }
 
-fn tempfile_dir(base: &Path) -> Result<PathBuf> {
-    let d = base.join(format!(".work.{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d)?;
-    Ok(d)
-}
-
 pub fn print(r: &BenchReport) {
     println!(
         "bench on {} ({}), {}; warm-up {}, {} runs",
@@ -308,14 +319,14 @@ pub fn print(r: &BenchReport) {
         let t = r
             .teacher
             .as_ref()
-            .map(|t| format!("{:.3} ms", t.per_batch[i].p50_ms))
+            .map(|t| format!("{:.3} ms", t.per_batch[i].latency_ms.p50))
             .unwrap_or_else(|| "-".into());
         println!(
             "{:>6} {:>11.3} ms {:>11.3} ms {:>11.3} ms {:>14} {:>10} {:>10.3}",
             ratio.batch,
-            s.p50_ms,
-            s.p99_ms,
-            c.p50_ms,
+            s.latency_ms.p50,
+            s.latency_ms.p99,
+            c.latency_ms.p50,
             t,
             ratio
                 .speedup
@@ -324,5 +335,7 @@ pub fn print(r: &BenchReport) {
             ratio.unroll_overhead
         );
     }
-    println!("latency plot: {}", r.png);
+    if let Some(p) = &r.png {
+        println!("latency plot: {p}");
+    }
 }

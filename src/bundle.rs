@@ -23,7 +23,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub const BUNDLE_SCHEMA: u32 = 1;
-pub const TARGETS: &[&str] = &["tract", "ort-cpu", "ort-cuda", "tensorrt"];
+pub const TARGETS: &[&str] = &["tract", "ort-cpu", "ort-cuda", "ort-tensorrt"];
+
+/// A build target by its name; `tensorrt` (the earlier spelling) is read as `ort-tensorrt`.
+pub fn canonical_target(name: &str) -> &str {
+    match name {
+        "tensorrt" => "ort-tensorrt",
+        other => other,
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EngineEntry {
@@ -38,9 +46,32 @@ pub struct EngineEntry {
     /// `hit`, `miss`, `stale: ...` at build time
     pub cache: String,
     pub parity: Vec<ParityStats>,
-    pub parity_passed: bool,
+    /// `pass` or `fail`, as validate's runtimes (bundles before 0.1 wrote `parity_passed`)
+    #[serde(alias = "parity_passed", deserialize_with = "status_or_bool")]
+    pub status: String,
     /// p50 / p90 latency at build, reference batch
     pub latency_ms: BTreeMap<String, f64>,
+}
+
+fn status_or_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Status(String),
+        Passed(bool),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::Status(s) => s,
+        Either::Passed(p) => pass_fail(p).into(),
+    })
+}
+
+pub fn pass_fail(passed: bool) -> &'static str {
+    if passed {
+        "pass"
+    } else {
+        "fail"
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,6 +106,8 @@ pub struct BuildOptions {
     pub model: PathBuf,
     pub target: String,
     pub out: PathBuf,
+    /// Replace an earlier bundle in `out` (only one flashctl wrote).
+    pub force: bool,
     pub steps: Option<usize>,
     pub precision: Precision,
     pub cache_dir: PathBuf,
@@ -211,16 +244,16 @@ fn build_engine(
             "model.nnef.tar".into(),
             flashctl_validate::engines::tract_nnef_from_onnx(onnx)?,
         )]),
-        "ort-cpu" | "ort-cuda" | "tensorrt" => {
+        "ort-cpu" | "ort-cuda" | "ort-tensorrt" | "tensorrt" => {
             let rt = flashctl_validate::OrtRuntime::new(runtime_of(target))
                 .map_err(|e| BadInput(e.to_string()))?;
             let out = work.join("model.ort.onnx");
             rt.write_optimized(onnx, &out, precision == Precision::Fp16, work)?;
             let mut files = vec![];
-            for e in std::fs::read_dir(work)?.flatten() {
+            for e in crate::fsx::read_dir(work)?.flatten() {
                 let name = e.file_name().to_string_lossy().to_string();
                 if e.path().is_file() && !name.starts_with('.') {
-                    files.push((name, std::fs::read(e.path())?));
+                    files.push((name, crate::fsx::read(&e.path())?));
                 }
             }
             files.sort();
@@ -244,7 +277,7 @@ fn load_engine(
         .iter()
         .find(|f| f.ends_with(".nnef.tar") || f.ends_with(".ort.onnx"))
         .with_context(|| format!("engine {} lists no loadable file", entry.target))?;
-    let bytes = std::fs::read(bundle.join(main))?;
+    let bytes = crate::fsx::read(&bundle.join(main))?;
     let mut rt: Box<dyn Runtime> = match entry.target.as_str() {
         "tract" => Box::new(flashctl_validate::TractRuntime::nnef()),
         t => Box::new(
@@ -350,18 +383,16 @@ pub fn build(o: &BuildOptions) -> Result<BundleManifest> {
             TARGETS.join(", ")
         )));
     }
-    if o.out.exists() && !o.out.join("manifest.json").is_file() {
-        bail!(BadInput(format!(
-            "{} exists and is not a flashctl bundle: refusing to replace it",
-            o.out.display()
-        )));
-    }
+    // the new bundle is built beside and swapped in at the end: an earlier one survives a
+    // failed build
+    let existing = crate::out_dir::Existing::from_flags(o.force, false);
+    crate::out_dir::check(&o.out, "--out", existing)?;
     let parent = o
         .out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)?;
+    crate::fsx::create_dir_all(parent)?;
     let name = o
         .out
         .file_name()
@@ -377,9 +408,9 @@ pub fn build(o: &BuildOptions) -> Result<BundleManifest> {
     }
     let old = parent.join(format!(".{name}.{}.old", std::process::id()));
     if o.out.exists() {
-        std::fs::rename(&o.out, &old)?;
+        crate::fsx::rename(&o.out, &old)?;
     }
-    std::fs::rename(&tmp, &o.out)?;
+    crate::fsx::rename(&tmp, &o.out)?;
     let _ = std::fs::remove_dir_all(&old);
     result
 }
@@ -387,9 +418,10 @@ pub fn build(o: &BuildOptions) -> Result<BundleManifest> {
 fn build_into(o: &BuildOptions, dir: &Path) -> Result<BundleManifest> {
     let graph = dir.join("onnx/model.onnx");
     export::export(&o.model, o.steps, None, o.precision, &graph)?;
-    let em: export::Manifest =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("onnx/manifest.json"))?)?;
-    let onnx = std::fs::read(&graph)?;
+    let em: export::Manifest = serde_json::from_str(&crate::fsx::read_to_string(
+        &dir.join("onnx/manifest.json"),
+    )?)?;
+    let onnx = crate::fsx::read(&graph)?;
     let device = device_name();
     let version = runtime_version(&o.target)?;
     let mut flags = BTreeMap::new();
@@ -426,16 +458,16 @@ fn build_into(o: &BuildOptions, dir: &Path) -> Result<BundleManifest> {
         cache_key: key_id,
         cache,
         parity: vec![],
-        parity_passed: false,
+        status: "fail".into(),
         latency_ms: BTreeMap::new(),
     };
     let (inputs, reference, outputs) = reference_io(dir)?;
     let mut rt = load_engine(&entry, dir, &inputs)?;
     let (parity, lat) = measure(rt.as_mut(), &inputs, &reference, &outputs, tol, o.runs)?;
-    entry.parity_passed = parity.iter().all(|s| s.passed);
+    entry.status = pass_fail(parity.iter().all(|s| s.passed)).into();
     entry.parity = parity;
     entry.latency_ms = lat;
-    if !entry.parity_passed {
+    if entry.status != "pass" {
         bail!(BadInput(format!(
             "the {} engine fails parity against the eager reference (max abs {:.3e}); bundle not written",
             o.target,
@@ -488,7 +520,7 @@ fn hash_files(dir: &Path) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d)?.flatten() {
+        for e in crate::fsx::read_dir(&d)?.flatten() {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
@@ -496,7 +528,7 @@ fn hash_files(dir: &Path) -> Result<BTreeMap<String, String>> {
             }
             let rel = p.strip_prefix(dir)?.to_string_lossy().replace('\\', "/");
             if rel != "manifest.json" {
-                out.insert(rel, sha256_hex(&std::fs::read(&p)?));
+                out.insert(rel, sha256_hex(&crate::fsx::read(&p)?));
             }
         }
     }
@@ -567,11 +599,11 @@ pub fn verify(bundle: &Path, runs: usize) -> Result<VerifyReport> {
             runs,
         )?;
         let mut now = e.clone();
-        now.parity_passed = parity.iter().all(|s| s.passed);
+        now.status = pass_fail(parity.iter().all(|s| s.passed)).into();
         now.parity = parity;
         now.latency_ms = lat;
         now.device = device_name();
-        all &= now.parity_passed;
+        all &= now.status == "pass";
         report.engines.push(now);
     }
     report.passed = all;
@@ -604,7 +636,7 @@ fn readme(m: &BundleManifest) -> String {
          `{target}` engine built for {device} with {runtime}.\n\n## Signature\n\n| name | dtype | shape | values |\n|---|---|---|---|\n{ins}\n{outs}\n\n\
          Pre-processing: {pre}.\n\nPost-processing: {post}.\n\n## Load\n\n{load}\n\n## Checked at build\n\n\
          Parity against the eager reference (`onnx/reference.safetensors`): max abs {max_abs:.3e} \
-         (tolerance atol {atol:e}, rtol {rtol:e}). Latency at the reference batch: p50 {p50:.3} ms.\n\n\
+         (tolerance atol {atol}, rtol {rtol}). Latency at the reference batch: p50 {p50:.3} ms.\n\n\
          Re-check on the receiving machine: `flashctl bundle verify BUNDLE` (every file's sha256 against \
          `manifest.json`, then parity of each engine on that machine; exit 1 names a tampered file).\n",
         steps = m.sampler["steps"].as_array().map(|a| a.len()).unwrap_or(1),
@@ -618,8 +650,8 @@ fn readme(m: &BundleManifest) -> String {
         outs = sig(&m.outputs),
         pre = m.preprocessing,
         post = m.postprocessing,
-        atol = m.tolerance.atol,
-        rtol = m.tolerance.rtol,
+        atol = validation::number(m.tolerance.atol),
+        rtol = validation::number(m.tolerance.rtol),
         p50 = e.latency_ms.get("p50").copied().unwrap_or(f64::NAN),
     )
 }

@@ -75,7 +75,7 @@ impl ModelConfig {
         if let Some(ts) = &d.timesteps {
             if steps.is_some_and(|s| s != ts.len()) || kind.is_some_and(|k| k != d.kind) {
                 anyhow::bail!(
-                    "this model was distilled for {} {:?} steps at timesteps {ts:?}; it runs only that sampler",
+                    "this model was distilled for {} {} steps at timesteps {ts:?}; it runs only that sampler",
                     ts.len(),
                     d.kind
                 );
@@ -86,7 +86,7 @@ impl ModelConfig {
         let steps = steps.unwrap_or(d.steps);
         let kind = kind.unwrap_or(d.kind);
         crate::sampler::plan(kind, &self.schedule, steps)
-            .map_err(|e| anyhow::anyhow!("{steps} {kind:?} steps: {e}"))
+            .map_err(|e| anyhow::anyhow!("{steps} {kind} steps: {e}"))
     }
 }
 
@@ -139,6 +139,12 @@ impl LoadedModel {
 /// folder) — refusing missing files, corrupt or truncated safetensors, non-finite weights,
 /// unsupported options and weights that do not fit the architecture, naming what is wrong.
 pub fn load(dir: &Path, device: &Device) -> Result<LoadedModel, CheckpointError> {
+    if dir.is_file() {
+        return Err(bad(
+            dir,
+            "is a file; give the model directory (the folder holding config.json)",
+        ));
+    }
     if !dir.is_dir() {
         return Err(bad(dir, "model directory does not exist"));
     }

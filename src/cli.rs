@@ -58,13 +58,14 @@ pub enum Command {
 #[derive(Args, Debug)]
 pub struct BenchTrainArgs {
     /// model directory whose architecture (config.json) is trained; its dataset feeds the steps
+    /// (nothing is written into it)
     #[arg(long)]
     pub model: PathBuf,
     /// samples per training step
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = range::positive)]
     pub batch: usize,
     /// timed steps
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = range::positive)]
     pub steps: usize,
     /// untimed steps first (allocator and thread pools warm up)
     #[arg(long, default_value_t = 2)]
@@ -82,15 +83,21 @@ pub struct BenchTrainArgs {
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
+    /// model directory (teacher or student) whose sampler the bundle ships
     #[arg(long)]
     pub model: PathBuf,
-    /// tract (NNEF archive), ort-cpu (ORT-optimised model), ort-cuda, tensorrt
+    /// engine to build: tract (NNEF archive), ort-cpu (ORT-optimised model), ort-cuda,
+    /// ort-tensorrt (`tensorrt` is accepted too)
     #[arg(long)]
     pub target: String,
+    /// bundle directory to create (new or empty; --force replaces an earlier bundle)
     #[arg(long)]
     pub out: PathBuf,
-    /// unrolled sampler steps (default: the model's)
+    /// replace what --out already holds (only if flashctl wrote it)
     #[arg(long)]
+    pub force: bool,
+    /// unrolled sampler steps (default: the model's)
+    #[arg(long, value_parser = range::positive)]
     pub steps: Option<usize>,
     /// fp32 or fp16 (see `export --precision`)
     #[arg(long, default_value = "fp32")]
@@ -99,8 +106,9 @@ pub struct BuildArgs {
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
     /// timed runs for the latency recorded in the manifest
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = range::positive)]
     pub runs: usize,
+    /// print the manifest as JSON
     #[arg(long)]
     pub json: bool,
 }
@@ -114,9 +122,12 @@ pub enum BundleCommand {
 
 #[derive(Args, Debug)]
 pub struct BundleVerifyArgs {
+    /// bundle directory written by `flashctl build`
     pub bundle: PathBuf,
-    #[arg(long, default_value_t = 10)]
+    /// timed runs per engine
+    #[arg(long, default_value_t = 10, value_parser = range::positive)]
     pub runs: usize,
+    /// print the report as JSON
     #[arg(long)]
     pub json: bool,
 }
@@ -129,21 +140,24 @@ pub struct BenchArgs {
     /// a teacher to compare against, run step by step
     #[arg(long)]
     pub teacher: Option<PathBuf>,
-    #[arg(long, default_value_t = 50)]
+    /// the teacher's DDIM steps
+    #[arg(long, default_value_t = 50, value_parser = range::positive)]
     pub teacher_steps: usize,
     /// tract, ort-cpu, ort-cuda
     #[arg(long, default_value = "tract")]
     pub runtime: String,
     /// batch sizes, comma separated
-    #[arg(long, default_value = "1,8,64", value_delimiter = ',')]
+    #[arg(long, default_value = "1,8,64", value_delimiter = ',', value_parser = range::positive)]
     pub batch: Vec<usize>,
+    /// untimed runs per batch size first
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
-    #[arg(long, default_value_t = 20)]
+    /// timed runs per batch size
+    #[arg(long, default_value_t = 20, value_parser = range::positive)]
     pub runs: usize,
-    /// where bench.json and latency.png go
-    #[arg(long, default_value = "runs/bench")]
-    pub out: PathBuf,
+    /// folder for bench.json and latency.png (default: nothing written, the report is printed)
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// fp32 or fp16 for every exported graph (see `export --precision`)
     #[arg(long, default_value = "fp32")]
     pub precision: String,
@@ -165,19 +179,25 @@ pub struct PairsGenerateArgs {
     #[arg(long)]
     pub teacher: PathBuf,
     /// number of pairs
-    #[arg(long)]
+    #[arg(long, value_parser = range::positive)]
     pub count: usize,
     /// teacher DDIM steps
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = range::positive)]
     pub steps: usize,
+    /// pairs directory (new, empty, or an interrupted run with the same arguments, which is
+    /// resumed; --force replaces a different one)
     #[arg(long)]
     pub out: PathBuf,
+    /// replace what --out holds when it is another pairs run
+    #[arg(long)]
+    pub force: bool,
     /// pairs per shard
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = range::positive)]
     pub shard_size: usize,
     /// teacher batch (default 1024 for 2-D data, 64 for images)
-    #[arg(long)]
+    #[arg(long, value_parser = range::positive)]
     pub batch: Option<usize>,
+    /// seed of the noise x_T
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// runtime for an ONNX teacher: tract, ort-cpu, ort-cuda
@@ -202,8 +222,10 @@ pub struct TeacherRunArgs {
     /// model directory (flashctl or diffusers) or an ONNX teacher (NAME.onnx + NAME.teacher.json)
     #[arg(long)]
     pub model: PathBuf,
+    /// safetensors file with `x`, `t` and optional `class_labels`
     #[arg(long)]
     pub inputs: PathBuf,
+    /// safetensors file to write `denoiser_out` to
     #[arg(long)]
     pub out: PathBuf,
     /// runtime for an ONNX teacher: tract, ort-cpu, ort-cuda
@@ -216,33 +238,43 @@ pub struct TrainArgs {
     /// checkerboard, gaussian-mixture, two-moons, fashion-mnist, or a folder of PNGs
     #[arg(long)]
     pub dataset: String,
+    /// model directory to create (new or empty; --force replaces an earlier model, --resume
+    /// continues it)
     #[arg(long)]
     pub out: PathBuf,
+    /// replace what --out already holds (only if flashctl wrote it)
+    #[arg(long, conflicts_with = "resume")]
+    pub force: bool,
     /// tiny (tests), small (default), base
     #[arg(long, default_value = "small")]
     pub preset: String,
     /// iterations (default: the preset's)
-    #[arg(long)]
+    #[arg(long, value_parser = range::positive)]
     pub iters: Option<usize>,
+    /// seed of the initial weights and of every batch
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[arg(long)]
+    /// samples per iteration (default: the preset's)
+    #[arg(long, value_parser = range::positive)]
     pub batch: Option<usize>,
-    #[arg(long)]
+    /// AdamW learning rate (default: the preset's)
+    #[arg(long, value_parser = range::positive_number, allow_hyphen_values = true)]
     pub lr: Option<f64>,
-    /// continue from the checkpoint in --out
+    /// continue the run in --out from its last checkpoint; every option that shapes the result
+    /// must be the run's own (--iters may grow)
     #[arg(long)]
     pub resume: bool,
     /// Fashion-MNIST IDX directory (default /usr/share/datasets/fashion-mnist)
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// side length PNG-folder images are resized to
-    #[arg(long)]
+    #[arg(long, value_parser = range::positive)]
     pub image_size: Option<usize>,
-    #[arg(long)]
+    /// iterations between checkpoints (default: the preset's)
+    #[arg(long, value_parser = range::positive)]
     pub checkpoint_every: Option<usize>,
     /// stop after this many seconds of training, with a checkpoint (continue with --resume)
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", value_parser = range::non_negative_number, allow_hyphen_values = true)]
     pub time_budget: Option<f64>,
     /// cpu, cuda or cuda:N (CUDA needs a `--features cuda` build; docs/gpu.md)
     #[arg(long, default_value = "cpu")]
@@ -254,26 +286,29 @@ pub struct SampleArgs {
     /// model directory (flashctl or diffusers) or an ONNX teacher (NAME.onnx + NAME.teacher.json)
     #[arg(long)]
     pub model: PathBuf,
-    /// start from `x_T` (and `class_labels`) in this safetensors file instead of seeded noise
+    /// start from `noise` (and `class_labels`) in this safetensors file instead of seeded noise
+    /// (`x_T` is read too)
     #[arg(long)]
     pub inputs: Option<PathBuf>,
     /// runtime for an ONNX teacher: tract, ort-cpu, ort-cuda
     #[arg(long, default_value = "tract")]
     pub runtime: String,
     /// sampler steps (default: the model's)
-    #[arg(long)]
+    #[arg(long, value_parser = range::positive)]
     pub steps: Option<usize>,
     /// ddim or euler
     #[arg(long)]
     pub sampler: Option<String>,
-    #[arg(long, default_value_t = 64)]
+    /// samples to draw from seeded noise
+    #[arg(long, default_value_t = 64, value_parser = range::positive)]
     pub count: usize,
+    /// seed of the noise
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// PNG to write (default MODEL/samples.png for seeded runs of a model directory)
+    /// PNG to write: a scatter (2-D) or an image grid
     #[arg(long)]
     pub png: Option<PathBuf>,
-    /// also write the raw samples (`sample`) to this safetensors file
+    /// safetensors file to write the raw samples (`image`) to
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// cpu, cuda or cuda:N: where candle samples a model directory
@@ -283,10 +318,11 @@ pub struct SampleArgs {
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
+    /// model directory (teacher or student)
     #[arg(long)]
     pub model: PathBuf,
     /// unrolled sampler steps (default: the model's)
-    #[arg(long)]
+    #[arg(long, value_parser = range::positive)]
     pub steps: Option<usize>,
     /// ddim or euler
     #[arg(long)]
@@ -300,12 +336,17 @@ pub struct ExportArgs {
     /// outputs stay fp32 and the reference is the fp32 eager output
     #[arg(long, default_value = "fp32")]
     pub precision: String,
+    /// graph file to write (DIR/NAME.onnx); manifest.json and reference.safetensors go beside it
     #[arg(long)]
     pub out: PathBuf,
+    /// replace an earlier export of the same graph in that directory
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct ValidateArgs {
+    /// exported graph (with manifest.json and reference.safetensors beside it)
     pub graph: PathBuf,
     /// reference inputs/outputs (default: reference.safetensors beside the graph)
     #[arg(long)]
@@ -329,7 +370,8 @@ pub struct ValidateArgs {
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
     /// deployment target whose op/opset allow-list the graph must meet before any runtime
-    /// runs: generic, tensorrt10, ort-mobile (exit 2 naming each refused op)
+    /// runs: generic, tract, ort-cpu, ort-cuda, ort-tensorrt (= tensorrt10), ort-mobile (exit 2
+    /// naming each refused op)
     #[arg(long)]
     pub target: Option<String>,
     /// on a parity failure, expose every intermediate value, rerun the failing runtime and
@@ -347,21 +389,51 @@ pub struct ValidateArgs {
     /// run (at least one runtime must still run and pass)
     #[arg(long)]
     pub allow_missing: bool,
+    /// print the report as JSON
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
+    /// folder the demo writes (its own: rerunning replaces it)
     #[arg(long, default_value = "runs/demo")]
     pub out: PathBuf,
+    /// built-in dataset of the teacher
     #[arg(long, default_value = "checkerboard")]
     pub dataset: String,
-    #[arg(long)]
+    /// teacher iterations (default: the preset's)
+    #[arg(long, value_parser = range::positive)]
     pub iters: Option<usize>,
+    /// seed of the teacher
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
+
+/// `distill` options that belong to one method only: naming one with the other method is
+/// refused (see `DistillArgs::given`).
+pub const KDM_ONLY: &[&str] = &[
+    "pairs",
+    "koopman",
+    "adversarial",
+    "adversarial_weight",
+    "latent_noise",
+    "recon",
+    "inverse_weight",
+];
+pub const IMAGINE_FLASH_ONLY: &[&str] = &[
+    "teacher",
+    "steps",
+    "inputs",
+    "loss",
+    "noise_correction",
+    "tau",
+    "srl_noise",
+    "teacher_steps",
+    "dataset",
+    "data_dir",
+    "teacher_runtime",
+];
 
 #[derive(Args, Debug)]
 pub struct DistillArgs {
@@ -381,74 +453,91 @@ pub struct DistillArgs {
     #[arg(long)]
     pub adversarial: bool,
     /// kdm: weight of the adversarial term
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.01, value_parser = range::non_negative_number, allow_hyphen_values = true)]
     pub adversarial_weight: f64,
     /// kdm: std of the Gaussian noise on both latents during training
-    #[arg(long, default_value_t = 0.4)]
+    #[arg(long, default_value_t = 0.4, value_parser = range::non_negative_number, allow_hyphen_values = true)]
     pub latent_noise: f64,
     /// kdm: reconstruction distance, l2 or pseudo-huber[:C] (C default 0.03)
     #[arg(long, default_value = "l2")]
     pub recon: String,
     /// kdm: weight of |P^-1 P - I|^2 for --koopman eigen
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = range::non_negative_number, allow_hyphen_values = true)]
     pub inverse_weight: f64,
-    /// student sampler steps (1-8)
-    #[arg(long, default_value_t = 3)]
+    /// imagine-flash: student sampler steps (1-8)
+    #[arg(long, default_value_t = 3, value_parser = range::student_steps)]
     pub steps: usize,
+    /// student directory to create (new or empty; --force replaces an earlier one, --resume
+    /// continues it)
     #[arg(long)]
     pub out: PathBuf,
+    /// replace what --out already holds (only if flashctl wrote it)
+    #[arg(long, conflicts_with = "resume")]
+    pub force: bool,
     /// iterations (default 2000 for 2-D data, 300 for images)
-    #[arg(long)]
+    #[arg(long, value_parser = range::positive)]
     pub iters: Option<usize>,
+    /// seed of the student's training (initial weights of fresh parts, noise, batches)
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// backward (student's own no-grad steps) or forward (noised training data)
+    /// imagine-flash: backward (student's own no-grad steps) or forward (noised training data)
     #[arg(long, default_value = "backward")]
     pub inputs: String,
-    /// srl (shifted reconstruction), trajectory (teacher's DDIM solution), or auto: the measured
-    /// recommendation (trajectory for 1 step, srl for more; docs/results.md)
+    /// imagine-flash: srl (shifted reconstruction), trajectory (teacher's DDIM solution from the
+    /// state), segment (teacher's ODE over the step's own segment t_i -> t_i+1), or auto: the
+    /// measured recommendation (docs/results.md)
     #[arg(long, default_value = "auto")]
     pub loss: String,
-    /// on or off
+    /// imagine-flash: noise correction on or off
     #[arg(long, default_value = "on")]
     pub noise_correction: String,
-    /// SRL timestep shift: identity, power:G, offset:D, scale:C, const:S, or auto (scale:0.25 for
-    /// 1 step, power:2 for more; docs/results.md)
+    /// imagine-flash: SRL timestep shift: identity, power:G, offset:D, scale:C, const:S, or
+    /// auto (scale:0.25 for 1 step, power:2 for more; docs/results.md)
     #[arg(long, default_value = "auto")]
     pub tau: String,
-    /// SRL re-noising: fresh (new noise) or implied (the noise of the student's own state)
+    /// imagine-flash: SRL re-noising: fresh (new noise) or implied (the noise of the student's
+    /// own state)
     #[arg(long, default_value = "implied")]
     pub srl_noise: String,
-    /// teacher DDIM steps of the trajectory target
-    #[arg(long, default_value_t = 32)]
+    /// imagine-flash: teacher DDIM steps of the trajectory target
+    #[arg(long, default_value_t = 32, value_parser = range::positive)]
     pub teacher_steps: usize,
-    #[arg(long)]
+    /// samples per iteration (default: the method's)
+    #[arg(long, value_parser = range::positive)]
     pub batch: Option<usize>,
-    #[arg(long)]
+    /// AdamW learning rate (default: the method's)
+    #[arg(long, value_parser = range::positive_number, allow_hyphen_values = true)]
     pub lr: Option<f64>,
-    #[arg(long)]
+    /// iterations between checkpoints
+    #[arg(long, value_parser = range::positive)]
     pub checkpoint_every: Option<usize>,
     /// stop after this many seconds of training, with a checkpoint (continue with --resume)
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", value_parser = range::non_negative_number, allow_hyphen_values = true)]
     pub time_budget: Option<f64>,
-    /// continue from the checkpoint in --out
+    /// continue the run in --out from its last checkpoint; every option that shapes the result
+    /// must be the run's own (--iters may grow)
     #[arg(long)]
     pub resume: bool,
-    /// training data (needed for --inputs forward; default: the teacher's dataset)
+    /// imagine-flash: training data (needed for --inputs forward; default: the teacher's dataset)
     #[arg(long)]
     pub dataset: Option<String>,
+    /// imagine-flash: Fashion-MNIST IDX directory (default /usr/share/datasets/fashion-mnist)
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// train a fresh student of this preset (tiny, small, base) instead of starting from the
     /// teacher's weights (required for ONNX teachers); kdm: the generator's size (default small)
-    #[arg(long)]
-    pub student_preset: Option<String>,
-    /// runtime for an ONNX teacher: tract, ort-cpu, ort-cuda
+    #[arg(long, alias = "student-preset")]
+    pub preset: Option<String>,
+    /// imagine-flash: runtime for an ONNX teacher: tract, ort-cpu, ort-cuda
     #[arg(long, default_value = "tract")]
     pub teacher_runtime: String,
     /// cpu, cuda or cuda:N: where the student trains and a model-directory teacher runs
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// The options named on the command line (filled by the parser's caller from clap's value
+    /// sources): options of the other method are refused by name.
+    #[arg(skip)]
+    pub given: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -457,26 +546,34 @@ pub struct EvalArgs {
     #[arg(long)]
     pub model: PathBuf,
     /// sampler steps (default: the model's; a student runs its own)
-    #[arg(long)]
+    #[arg(long, value_parser = range::positive)]
     pub steps: Option<usize>,
     /// checkerboard, gaussian-mixture, two-moons or fashion-mnist (its test split)
     #[arg(long)]
     pub dataset: String,
+    /// Fashion-MNIST IDX directory (default /usr/share/datasets/fashion-mnist)
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    #[arg(long, default_value_t = 2000)]
-    pub samples: usize,
+    /// samples drawn from the model (and the teacher), at least 10
+    #[arg(long, alias = "samples", default_value_t = 2000, value_parser = range::eval_count)]
+    pub count: usize,
+    /// seed of the noise
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// also sample this teacher on the same noise: its metrics, psnr_vs_teacher, side-by-side PNG
     #[arg(long)]
     pub teacher: Option<PathBuf>,
-    #[arg(long, default_value_t = 50)]
+    /// the teacher's sampler steps
+    #[arg(long, default_value_t = 50, value_parser = range::positive)]
     pub teacher_steps: usize,
-    /// folder for PNGs (default MODEL/eval)
+    /// also each step's error against the teacher's ODE from the student's own state (x0, and
+    /// next state over the step's segment): which step breaks (needs --teacher)
+    #[arg(long)]
+    pub per_step: bool,
+    /// folder for eval.json and the PNGs (default: nothing written, the report is printed)
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// runtime for ONNX teachers
+    /// runtime for ONNX models (--model or --teacher): tract, ort-cpu, ort-cuda
     #[arg(long, default_value = "tract")]
     pub runtime: String,
     /// feature network folder (default fixtures/featurenet)
@@ -485,6 +582,7 @@ pub struct EvalArgs {
     /// cpu, cuda or cuda:N: where candle samples and the feature network runs
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// print the report as JSON
     #[arg(long)]
     pub json: bool,
 }
@@ -497,12 +595,114 @@ pub enum FeaturenetCommand {
 
 #[derive(Args, Debug)]
 pub struct FeaturenetTrainArgs {
-    #[arg(long, default_value = "fixtures/featurenet")]
+    /// folder to write the network to (new or empty; --force replaces an earlier one)
+    #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 3000)]
+    /// replace what --out already holds (only if flashctl wrote it)
+    #[arg(long)]
+    pub force: bool,
+    /// iterations
+    #[arg(long, default_value_t = 3000, value_parser = range::positive)]
     pub iters: usize,
+    /// seed of the weights and batches
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Fashion-MNIST IDX directory (default /usr/share/datasets/fashion-mnist)
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+}
+
+/// Range checks at parse time, so a nonsense number is refused with one line before anything
+/// runs (the messages say the valid range in words).
+pub mod range {
+    fn parse<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, String> {
+        s.trim()
+            .parse()
+            .map_err(|_| format!("expected {what}, got `{s}`"))
+    }
+
+    /// An integer >= 1 (iterations, batch sizes, counts, steps, runs).
+    pub fn positive(s: &str) -> Result<usize, String> {
+        match parse::<usize>(s, "a whole number >= 1")? {
+            0 => Err("must be at least 1".into()),
+            n => Ok(n),
+        }
+    }
+
+    /// Student sampler steps: 1 to 8.
+    pub fn student_steps(s: &str) -> Result<usize, String> {
+        match parse::<usize>(s, "a whole number from 1 to 8")? {
+            n @ 1..=8 => Ok(n),
+            _ => Err("a student takes 1 to 8 steps".into()),
+        }
+    }
+
+    /// A finite number > 0 (learning rates).
+    pub fn positive_number(s: &str) -> Result<f64, String> {
+        match parse::<f64>(s, "a number > 0")? {
+            v if v.is_finite() && v > 0.0 => Ok(v),
+            _ => Err("must be a number > 0".into()),
+        }
+    }
+
+    /// A finite number >= 0 (loss weights, noise levels, seconds).
+    pub fn non_negative_number(s: &str) -> Result<f64, String> {
+        match parse::<f64>(s, "a number >= 0")? {
+            v if v.is_finite() && v >= 0.0 => Ok(v),
+            _ => Err("must be a number >= 0".into()),
+        }
+    }
+
+    /// Evaluation sample counts: at least 10 (the metrics need a spread).
+    pub fn eval_count(s: &str) -> Result<usize, String> {
+        match parse::<usize>(s, "a whole number >= 10")? {
+            n if n >= 10 => Ok(n),
+            _ => Err("must be at least 10 (the metrics need a spread of samples)".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_flag_and_command_has_help_text() {
+        fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in c.get_arguments() {
+                let id = a.get_id().as_str();
+                if a.is_hide_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() {
+                    missing.push(format!("{path} --{id}"));
+                }
+            }
+            for s in c.get_subcommands() {
+                if s.get_about().is_none() && s.get_name() != "help" {
+                    missing.push(format!("{path} {} (command)", s.get_name()));
+                }
+                walk(s, &format!("{path} {}", s.get_name()), missing);
+            }
+        }
+        let cli = Cli::command();
+        cli.clone().debug_assert();
+        let mut missing = vec![];
+        walk(&cli, "flashctl", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
+
+    #[test]
+    fn ranges_are_stated_in_words() {
+        assert_eq!(range::positive("0").unwrap_err(), "must be at least 1");
+        assert!(range::positive("x").unwrap_err().contains("whole number"));
+        assert_eq!(range::positive("3"), Ok(3));
+        assert!(range::student_steps("9").is_err());
+        assert!(range::positive_number("nan").is_err());
+        assert!(range::positive_number("0").is_err());
+        assert!(range::non_negative_number("-1").is_err());
+        assert_eq!(range::non_negative_number("0"), Ok(0.0));
+        assert!(range::eval_count("9").is_err());
+    }
 }

@@ -5,6 +5,7 @@ use crate::checkpoint::sha256_hex;
 use crate::checkpoint::{self, LoadedModel};
 use crate::network::Network;
 use crate::sampler::{SamplerKind, SamplerPlan};
+use crate::validation::BadInput;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use flashctl_exporters::{
@@ -258,6 +259,64 @@ pub fn export(
         precision,
         start,
     )
+}
+
+/// `export --out DIR/NAME.onnx`: refuse a directory where the graph file should be, an earlier
+/// export of the same graph, and a model, bundle or pairs directory (an export mixed into it),
+/// unless `force`. (Another graph's export in DIR is refused by [`write_export`] regardless.)
+pub fn prepare_out(out: &Path, force: bool) -> Result<()> {
+    if out.is_dir() {
+        return Err(BadInput(format!(
+            "--out {}: is a directory; give the graph file to write, e.g. {}",
+            out.display(),
+            out.join("model.onnx").display()
+        ))
+        .into());
+    }
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if dir.exists() && !dir.is_dir() {
+        return Err(BadInput(format!(
+            "--out {}: {} is not a directory",
+            out.display(),
+            dir.display()
+        ))
+        .into());
+    }
+    if force {
+        return Ok(());
+    }
+    let earlier_export = out.exists() || {
+        let graph = out.file_name().unwrap_or_default().to_string_lossy();
+        std::fs::read_to_string(dir.join(MANIFEST_FILE))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .is_some_and(|m| m["graph"].as_str() == Some(&graph) && m.get("engines").is_none())
+    };
+    if earlier_export {
+        return Err(BadInput(format!(
+            "--out {}: an earlier export is there: pass --force to replace it, or choose another --out",
+            out.display()
+        ))
+        .into());
+    }
+    let foreign = ["config.json", "train_state.json", "index.json"]
+        .iter()
+        .any(|f| dir.join(f).exists())
+        || std::fs::read_to_string(dir.join(MANIFEST_FILE))
+            .is_ok_and(|t| t.contains("\"engines\""));
+    if foreign {
+        return Err(BadInput(format!(
+            "--out {}: {} holds {}; an export is not mixed into it (--force to write there anyway)",
+            out.display(),
+            dir.display(),
+            crate::out_dir::describe(dir)
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// Write the graph, `reference.safetensors` and `manifest.json` beside it (each atomically).

@@ -1,4 +1,4 @@
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use flashctl::cli::{Cli, Command, TeacherCommand};
 use flashctl::sampler::SamplerKind;
 use flashctl::validation::BadInput;
@@ -73,7 +73,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 steps: a.steps,
                 dataset: a.dataset.clone(),
                 data_dir: a.data_dir.clone(),
-                samples: a.samples,
+                count: a.count,
                 seed: a.seed,
                 teacher: a.teacher.clone(),
                 teacher_steps: a.teacher_steps,
@@ -81,6 +81,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 runtime: a.runtime.clone(),
                 featurenet: a.featurenet.clone(),
                 device: flashctl::device::open(&a.device)?,
+                per_step: a.per_step,
             })?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
@@ -90,6 +91,11 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
         Command::Featurenet(flashctl::cli::FeaturenetCommand::Train(a)) => {
+            flashctl::out_dir::prepare(
+                &a.out,
+                "--out",
+                flashctl::out_dir::Existing::from_flags(a.force, false),
+            )?;
             let info =
                 flashctl::eval::featurenet::train(a.data_dir.as_deref(), &a.out, a.iters, a.seed)?;
             println!(
@@ -143,9 +149,14 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
                     seed: a.seed,
                 },
             };
-            let default_png =
-                (a.inputs.is_none() && a.model.is_dir()).then(|| a.model.join("samples.png"));
-            let png = a.png.clone().or(default_png);
+            if a.png.is_none() && a.out.is_none() {
+                return Err(BadInput(
+                    "nothing to write: give --png FILE (picture) and/or --out FILE (raw samples)"
+                        .into(),
+                )
+                .into());
+            }
+            let png = a.png.clone();
             let device = flashctl::device::open(&a.device)?;
             let r = sample::sample(
                 &a.model,
@@ -180,8 +191,10 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
                     )
                     .into());
                 }
+                export::prepare_out(&a.out, a.force)?;
                 export::export_denoiser(&a.model, precision, &a.out)?
             } else {
+                export::prepare_out(&a.out, a.force)?;
                 export::export(
                     &a.model,
                     a.steps,
@@ -258,6 +271,15 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             } else {
                 validation::print_table(&r);
             }
+            if let Some(x) = r.runtimes.iter().find(|x| x.status == "refused") {
+                return Err(BadInput(format!(
+                    "{} could not load {}: {}",
+                    x.runtime,
+                    a.graph.display(),
+                    x.reason.as_deref().unwrap_or("no reason given")
+                ))
+                .into());
+            }
             if !a.allow_missing && r.runtimes.iter().any(|x| x.status == "unavailable") {
                 return Err(BadInput(
                     "a requested runtime is unavailable (see report; --allow-missing to accept)"
@@ -274,7 +296,8 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Build(a) => {
             let o = flashctl::bundle::BuildOptions {
                 model: a.model,
-                target: a.target,
+                target: flashctl::bundle::canonical_target(&a.target).to_string(),
+                force: a.force,
                 out: a.out.clone(),
                 steps: a.steps,
                 precision: a.precision.parse().map_err(BadInput)?,
@@ -314,7 +337,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
                         r.bundle,
                         r.files_checked,
                         e.target,
-                        if e.parity_passed { "pass" } else { "FAIL" },
+                        e.status,
                         e.parity.iter().fold(0f64, |m, s| m.max(s.max_abs)),
                         e.device
                     );
@@ -370,9 +393,53 @@ fn tune_allocator() {
     }
 }
 
+/// Parse the command line; a usage error is one line (clap's first paragraph) and exit 2, help
+/// and version print as usual.
+fn parse() -> Result<Cli, ExitCode> {
+    let usage_error = |e: clap::Error| -> ExitCode {
+        use clap::error::ErrorKind::*;
+        if matches!(
+            e.kind(),
+            DisplayHelp | DisplayVersion | DisplayHelpOnMissingArgumentOrSubcommand
+        ) {
+            e.exit();
+        }
+        let text = e.render().to_string();
+        let first: Vec<&str> = text
+            .lines()
+            .take_while(|l| !l.trim().is_empty())
+            .map(str::trim)
+            .collect();
+        eprintln!("{}", first.join(" "));
+        ExitCode::from(2)
+    };
+    let matches = Cli::command().try_get_matches().map_err(usage_error)?;
+    let mut cli = Cli::from_arg_matches(&matches).map_err(usage_error)?;
+    if let (Command::Distill(a), Some(("distill", m))) = (&mut cli.command, matches.subcommand()) {
+        a.given = m
+            .ids()
+            .filter(|id| {
+                m.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine)
+            })
+            .map(|id| id.to_string())
+            .collect();
+    }
+    Ok(cli)
+}
+
 fn main() -> ExitCode {
     tune_allocator();
-    let cli = Cli::parse();
+    // `flashctl ... | head` ends quietly when the reader goes, as other command-line tools do,
+    // instead of panicking on the broken pipe
+    #[cfg(unix)]
+    // SAFETY: restores the default disposition of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = match parse() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     match run(cli) {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::ParityFailure) => ExitCode::from(1),

@@ -194,7 +194,7 @@ pub fn generate(
         };
         if old.run != same {
             bail!(
-                "{} holds pairs of a different run (teacher, steps, count, shard size or seed differ); use a new --out",
+                "{} holds pairs of a different run (teacher, steps, count, shard size or seed differ); use a new --out, or --force to replace it",
                 out.display()
             );
         }
@@ -207,11 +207,11 @@ pub fn generate(
             complete: false,
         }
     };
-    for e in std::fs::read_dir(out)? {
+    for e in crate::fsx::read_dir(out)? {
         let p = e?.path();
         let name = p.file_name().unwrap_or_default().to_string_lossy();
         if name.ends_with(".partial") || (name.starts_with('.') && name.ends_with(".tmp")) {
-            std::fs::remove_file(&p)?;
+            crate::fsx::remove_file(&p)?;
         }
     }
     // a listed shard that no longer matches its hash is regenerated (it is deterministic)
@@ -229,18 +229,8 @@ pub fn generate(
     }
     let reused = index.shards.len();
     let total = index.shard_count();
-    let pb = if o.progress {
-        indicatif::ProgressBar::new(total as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    pb.set_style(
-        indicatif::ProgressStyle::with_template(
-            "pairs [{bar:30}] {pos}/{len} shards {elapsed}<{eta}",
-        )
-        .unwrap(),
-    );
-    pb.set_position(reused as u64);
+    let mut pb = crate::progress::Progress::new("shard", total, o.progress);
+    pb.resume_at(reused);
     // 2. every shard not yet listed, in order; write it, then list it
     let mut written = 0;
     for i in 0..total {
@@ -252,7 +242,7 @@ pub fn generate(
             .with_context(|| format!("generating shard {file}"))?;
         let path = out.join(&file);
         checkpoint::save_tensors(&path, &tensors)?;
-        let sha256 = sha256_hex(&std::fs::read(&path)?);
+        let sha256 = sha256_hex(&crate::fsx::read(&path)?);
         index.shards.push(Shard {
             file,
             count: tensors["x_t"].dims()[0],
@@ -262,9 +252,9 @@ pub fn generate(
         index.complete = index.shards.len() == total;
         write_index(out, &index)?;
         written += 1;
-        pb.inc(1);
+        pb.inc("");
     }
-    pb.finish_and_clear();
+    pb.finish();
     if !index.complete {
         index.complete = true;
         write_index(out, &index)?;
@@ -384,6 +374,15 @@ impl PairSet {
 
 /// `flashctl pairs generate` argument handling.
 pub fn run(a: &crate::cli::PairsGenerateArgs) -> Result<GenerateReport> {
+    // an earlier pairs run in --out is resumed (generate refuses different arguments) unless
+    // --force starts over; anything else there is refused or, with --force, replaced
+    if a.force || !a.out.join(INDEX_FILE).exists() {
+        crate::out_dir::prepare(
+            &a.out,
+            "--out",
+            crate::out_dir::Existing::from_flags(a.force, false),
+        )?;
+    }
     let device = crate::device::open(&a.device)?;
     let teacher = Teacher::open_on(&a.teacher, &a.teacher_runtime, &device)?;
     let dataset = match &teacher {

@@ -128,7 +128,7 @@ pub fn latency_vs_batch(path: &Path, series: &[(&str, &[crate::bench::Latency])]
         .iter()
         .flat_map(|(_, s)| {
             s.iter()
-                .map(|l| ((l.batch as f64).log2(), l.p50_ms.max(1e-6).log10()))
+                .map(|l| ((l.batch as f64).log2(), l.latency_ms.p50.max(1e-6).log10()))
         })
         .collect();
     if points.is_empty() {
@@ -156,7 +156,7 @@ pub fn latency_vs_batch(path: &Path, series: &[(&str, &[crate::bench::Latency])]
             let c = colors[i % colors.len()];
             let pts: Vec<(f64, f64)> = s
                 .iter()
-                .map(|l| ((l.batch as f64).log2(), l.p50_ms.max(1e-6).log10()))
+                .map(|l| ((l.batch as f64).log2(), l.latency_ms.p50.max(1e-6).log10()))
                 .collect();
             chart.draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?;
             chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 4, c.filled())))?;

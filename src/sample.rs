@@ -1,6 +1,7 @@
 //! `flashctl sample`: eager sampling with any model flashctl can run (model directory, diffusers
 //! directory, ONNX teacher) to a PNG (grid for images, scatter for 2-D) and optionally the raw
-//! tensor; or, with `--inputs`, from a given `x_T` (and `class_labels`) to `sample`.
+//! tensor `image`; with `--inputs`, from a given `noise` (and `class_labels`), the names of the
+//! exported graph's input and output.
 
 use crate::checkpoint;
 use crate::export::seeded_noise;
@@ -38,12 +39,14 @@ pub struct SampleOptions<'a> {
     pub device: &'a Device,
 }
 
-/// Read `x_T` and optional `class_labels` (float or int) from a safetensors file.
+/// Read the starting noise (`noise`, as the exported graph names it, or `x_T`, as the diffusers
+/// fixtures do) and optional `class_labels` (float or int) from a safetensors file.
 pub fn read_start(path: &Path) -> Result<(Tensor, Option<Tensor>)> {
     let m = checkpoint::load_tensors(path, &Device::Cpu)?;
     let x = m
-        .get("x_T")
-        .ok_or_else(|| anyhow::anyhow!("{}: no tensor `x_T`", path.display()))?
+        .get("noise")
+        .or_else(|| m.get("x_T"))
+        .ok_or_else(|| anyhow::anyhow!("{}: no tensor `noise` (or `x_T`)", path.display()))?
         .to_dtype(DType::F32)?;
     let labels = m
         .get("class_labels")
@@ -89,7 +92,7 @@ pub fn sample(model: &Path, opts: &SampleOptions) -> Result<SampleReport> {
         write_png(&x, png)?;
     }
     if let Some(out) = opts.out {
-        write_tensor(out, "sample", &x)?;
+        write_tensor(out, "image", &x)?;
     }
     Ok(SampleReport {
         png: opts.png.map(Path::to_path_buf),
@@ -103,7 +106,7 @@ pub fn sample(model: &Path, opts: &SampleOptions) -> Result<SampleReport> {
 /// PNG of samples: a scatter plot for 2-D points, a grid for images.
 pub fn write_png(x: &Tensor, png: &Path) -> Result<()> {
     if let Some(dir) = png.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+        crate::fsx::create_dir_all(dir)?;
     }
     let dims = x.dims().to_vec();
     let flat = x.flatten_all()?.to_vec1::<f32>()?;
@@ -122,7 +125,7 @@ pub fn write_png(x: &Tensor, png: &Path) -> Result<()> {
 /// One named tensor to a safetensors file, atomically.
 pub fn write_tensor(out: &Path, name: &str, x: &Tensor) -> Result<()> {
     if let Some(dir) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+        crate::fsx::create_dir_all(dir)?;
     }
     let mut m = std::collections::HashMap::new();
     m.insert(name.to_string(), x.clone());

@@ -18,6 +18,17 @@ pub enum SamplerKind {
     OneStep,
 }
 
+/// The name a user types (`--sampler ddim`).
+impl std::fmt::Display for SamplerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Ddim => "ddim",
+            Self::Euler => "euler",
+            Self::OneStep => "one-step",
+        })
+    }
+}
+
 impl std::str::FromStr for SamplerKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

@@ -159,7 +159,9 @@ impl ScheduleConfig {
     pub fn timesteps(&self, steps: usize) -> Result<Vec<usize>, String> {
         let n = self.num_train_timesteps;
         if steps == 0 || steps > n {
-            return Err(format!("steps must be in 1..={n}, got {steps}"));
+            return Err(format!(
+                "steps must be from 1 to {n} (the training timesteps), got {steps}"
+            ));
         }
         let ts: Vec<i64> = match self.timestep_spacing {
             // np.linspace(0, n - 1, steps): i * step in f64, the last value exactly n - 1

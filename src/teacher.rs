@@ -124,7 +124,7 @@ impl Teacher {
                 let steps = steps.unwrap_or(50);
                 let kind = kind.unwrap_or(crate::sampler::SamplerKind::Ddim);
                 crate::sampler::plan(kind, &o.schedule, steps)
-                    .map_err(|e| anyhow!("{steps} {kind:?} steps: {e}"))
+                    .map_err(|e| anyhow!("{steps} {kind} steps: {e}"))
             }
         }
     }
@@ -135,7 +135,7 @@ impl Teacher {
         let mut bytes = vec![];
         match self {
             Teacher::Native(m) => return m.fingerprint(),
-            Teacher::Onnx(o) => bytes = std::fs::read(&o.graph)?,
+            Teacher::Onnx(o) => bytes = crate::fsx::read(&o.graph)?,
         }
         Ok(crate::checkpoint::sha256_hex(&bytes))
     }

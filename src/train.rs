@@ -210,6 +210,11 @@ pub fn train_teacher(
 /// [`train_teacher`] (with a progress bar when `progress`).
 pub fn run_command(a: &crate::cli::TrainArgs, progress: bool) -> Result<TrainReport> {
     let preset: Preset = a.preset.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    crate::out_dir::prepare(
+        &a.out,
+        "--out",
+        crate::out_dir::Existing::from_flags(a.force, a.resume),
+    )?;
     let ds = crate::data::open(&a.dataset, a.data_dir.as_deref(), a.image_size)?;
     let (denoiser, mut opts) = preset_for(&ds, preset);
     if let Some(i) = a.iters {

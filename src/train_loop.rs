@@ -80,7 +80,22 @@ pub fn step_rng(seed: u64, step: usize) -> StdRng {
 }
 
 /// Run the loop; `loss` builds the scalar loss of one iteration with the trainable model ops.
-pub fn train_loop<F>(spec: LoopSpec, mut loss: F) -> Result<TrainReport>
+/// A run that fails before its first checkpoint removes the directory it started (nothing half
+/// written is left); after a checkpoint the directory stays, resumable.
+pub fn train_loop<F>(spec: LoopSpec, loss: F) -> Result<TrainReport>
+where
+    F: FnMut(&EagerOps, &mut StdRng, usize) -> Result<Tensor>,
+{
+    let out = spec.out.to_path_buf();
+    let started_empty = std::fs::read_dir(&out).map_or(true, |mut d| d.next().is_none());
+    let result = run_loop(spec, loss);
+    if result.is_err() && started_empty && !out.join("train_state.json").exists() {
+        let _ = std::fs::remove_dir_all(&out);
+    }
+    result
+}
+
+fn run_loop<F>(spec: LoopSpec, mut loss: F) -> Result<TrainReport>
 where
     F: FnMut(&EagerOps, &mut StdRng, usize) -> Result<Tensor>,
 {
@@ -143,7 +158,7 @@ where
                 out.display()
             );
         }
-        let st: TrainState = serde_json::from_str(&std::fs::read_to_string(&state_json)?)
+        let st: TrainState = serde_json::from_str(&crate::fsx::read_to_string(&state_json)?)
             .with_context(|| format!("reading {}", state_json.display()))?;
         if st.method != method {
             bail!(
@@ -153,6 +168,7 @@ where
                 method
             );
         }
+        check_resume_matches(out, &st.options, &opts, &config)?;
         let saved = checkpoint::load_tensors(&state_path, &device)?;
         let get = |k: &str| {
             saved
@@ -174,16 +190,8 @@ where
             .filter(|(s, _)| *s <= start)
             .collect();
     }
-    let pb = if progress {
-        indicatif::ProgressBar::new(opts.iters as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    pb.set_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed}<{eta}")
-            .unwrap(),
-    );
-    pb.set_position(start as u64);
+    let mut pb = crate::progress::Progress::new("iter", opts.iters, progress);
+    pb.resume_at(start);
     let save = |step: usize, adam: &AdamW, losses: &[(usize, f32)]| -> Result<()> {
         let mut st = HashMap::new();
         let mut model_ema: HashMap<String, Tensor> = HashMap::new();
@@ -237,8 +245,7 @@ where
         step_seconds.push(step_start.elapsed().as_secs_f64());
         rss_mib.push(crate::bench_train::current_rss_mib());
         losses.push((step + 1, lv));
-        pb.set_message(format!("loss {lv:.4}"));
-        pb.inc(1);
+        pb.inc(&format!("loss {lv:.4}"));
         let done = step + 1;
         let out_of_time = opts
             .time_budget_s
@@ -255,7 +262,7 @@ where
         save(start, &adam, &losses)?;
     }
     let loop_seconds = loop_start.elapsed().as_secs_f64();
-    pb.finish_and_clear();
+    pb.finish();
     crate::plot::loss_curve(&out.join("loss.png"), &losses)?;
     let first = losses.first().map(|l| l.1).unwrap_or(f32::NAN);
     let n = losses.len().clamp(1, 50);
@@ -272,6 +279,66 @@ where
         step_seconds,
         rss_mib,
     })
+}
+
+/// A resumed run must be the run it continues: the same model (architecture, dataset,
+/// schedule, distillation: config.json) and the same training options, except the ones that do
+/// not change the result (--checkpoint-every, --time-budget) and --iters, which may grow (the
+/// learning rate is constant, so a longer run continues exactly).
+fn check_resume_matches(
+    out: &Path,
+    saved: &TrainOptions,
+    now: &TrainOptions,
+    config: &ModelConfig,
+) -> Result<()> {
+    let mut differ: Vec<String> = vec![];
+    let mut cmp = |name: &str, was: String, asked: String| {
+        if was != asked {
+            differ.push(format!("{name} {was} (this run: {asked})"));
+        }
+    };
+    cmp("--batch", saved.batch.to_string(), now.batch.to_string());
+    cmp("--lr", saved.lr.to_string(), now.lr.to_string());
+    cmp("--seed", saved.seed.to_string(), now.seed.to_string());
+    cmp(
+        "weight decay",
+        saved.weight_decay.to_string(),
+        now.weight_decay.to_string(),
+    );
+    cmp(
+        "EMA decay",
+        saved.ema_decay.to_string(),
+        now.ema_decay.to_string(),
+    );
+    let config_path = out.join(checkpoint::CONFIG_FILE);
+    let saved_config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&config_path)
+            .with_context(|| format!("--resume: reading {}", config_path.display()))?,
+    )
+    .with_context(|| format!("--resume: {}", config_path.display()))?;
+    let asked = serde_json::to_value(config)?;
+    for key in ["dataset", "denoiser", "schedule", "distillation", "role"] {
+        let (was, now) = (saved_config.get(key), asked.get(key));
+        if was == now {
+            continue;
+        }
+        let text =
+            |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).unwrap_or("?").to_string();
+        differ.push(match key {
+            "dataset" => format!("--dataset {} (this run: {})", text(was), text(now)),
+            "denoiser" => "the architecture (another --preset?)".into(),
+            other => format!("the {other}"),
+        });
+    }
+    if !differ.is_empty() {
+        bail!(crate::validation::BadInput(format!(
+            "--resume: {} was trained with other options: {}; resume with the run's own options, \
+             or start a new --out",
+            out.display(),
+            differ.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// Refuse options that would train nothing or train on nonsense, before anything is written.
@@ -300,7 +367,7 @@ fn read_loss_log(path: &Path) -> Result<Vec<(usize, f32)>> {
     if !path.exists() {
         return Ok(vec![]);
     }
-    let text = std::fs::read_to_string(path)?;
+    let text = crate::fsx::read_to_string(path)?;
     Ok(text
         .lines()
         .skip(1)

@@ -15,13 +15,14 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Serialize)]
 pub struct RuntimeReport {
     pub runtime: String,
-    /// `pass`, `fail` (parity or the runtime refused the graph) or `unavailable`.
+    /// `pass`, `fail` (parity, or the run failed), `refused` (the runtime could not load the
+    /// graph) or `unavailable` (the runtime is not installed).
     pub status: String,
     pub provider: Option<String>,
     pub reason: Option<String>,
-    pub outputs: Vec<ParityStats>,
+    pub parity: Vec<ParityStats>,
     /// Median latency of one run over the reference batch, after a warm-up run.
-    pub latency_ms: Option<f64>,
+    pub latency_ms: Option<std::collections::BTreeMap<String, f64>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -452,7 +453,7 @@ fn run_one(
         status: "fail".into(),
         provider: None,
         reason: None,
-        outputs: vec![],
+        parity: vec![],
         latency_ms: None,
     };
     let mut rt = match make_runtime(rt_name, graph) {
@@ -469,8 +470,14 @@ fn run_one(
         }
     };
     report.provider = Some(rt.provider());
-    let result = rt.prepare(bytes, inputs).and_then(|_| rt.run(inputs));
-    let got = match result {
+    // a runtime that cannot load the graph (IR version, unsupported op) is bad input for this
+    // gate, not a numerical result: status `refused`, and the command exits 2
+    if let Err(e) = rt.prepare(bytes, inputs) {
+        report.status = "refused".into();
+        report.reason = Some(one_line(&e.to_string()));
+        return Ok(report);
+    }
+    let got = match rt.run(inputs) {
         Ok(o) => o,
         Err(e) => {
             report.reason = Some(e.to_string());
@@ -479,14 +486,42 @@ fn run_one(
     };
     // the parity run above was the warm-up
     let times = rt.time(inputs, 0, runs).unwrap_or_default();
-    report.latency_ms = (!times.is_empty()).then(|| flashctl_validate::percentile(&times, 0.5));
+    report.latency_ms = (!times.is_empty()).then(|| {
+        [(
+            "p50".to_string(),
+            flashctl_validate::percentile(&times, 0.5),
+        )]
+        .into()
+    });
     let names: Vec<String> = outputs.iter().map(|o| o.name.clone()).collect();
     let (stats, problem) = compare_outputs(&names, inputs, &got, reference, tol, overrides)?;
     let ok = problem.is_none() && stats.iter().all(|s| s.passed);
-    report.outputs = stats;
+    report.parity = stats;
     report.reason = problem;
     report.status = if ok { "pass".into() } else { "fail".into() };
     Ok(report)
+}
+
+/// A tolerance as a person writes it: 0, 1e-4, 0.01.
+pub fn number(v: f64) -> String {
+    if v == 0.0 {
+        "0".into()
+    } else if v.abs() < 1e-3 {
+        format!("{v:.0e}")
+    } else {
+        format!("{v}")
+    }
+}
+
+/// A runtime's message on one line: native libraries report multi-line errors (stack frames,
+/// C++ signatures) that would break a CI log's one-line error.
+pub fn one_line(msg: &str) -> String {
+    let joined = msg.split_whitespace().collect::<Vec<_>>().join(" ");
+    const MAX: usize = 400;
+    match joined.char_indices().nth(MAX) {
+        Some((i, _)) => format!("{}...", &joined[..i]),
+        None => joined,
+    }
 }
 
 /// Each named output of a run against the reference (per-output tolerance where overridden).
@@ -538,9 +573,25 @@ pub fn compare_outputs(
 }
 
 pub fn print_table(r: &ValidationReport) {
+    let tol = |t: &Tolerance| {
+        format!(
+            "atol {}, rtol {}, outliers <= {}",
+            number(t.atol),
+            number(t.rtol),
+            number(t.max_outlier_fraction)
+        )
+    };
+    let overrides: Vec<String> = r
+        .tolerance_overrides
+        .iter()
+        .map(|(name, t)| format!("; `{name}`: {}", tol(t)))
+        .collect();
     println!(
-        "validate {}  ({}; tolerance atol {:.0e}, rtol {:.0e}, outliers <= {})",
-        r.graph, r.precision, r.tolerance.atol, r.tolerance.rtol, r.tolerance.max_outlier_fraction
+        "validate {}  ({}; tolerance {}{})",
+        r.graph,
+        r.precision,
+        tol(&r.tolerance),
+        overrides.concat()
     );
     print_rows(&r.runtimes);
     if let Some(g) = &r.golden {
@@ -596,7 +647,7 @@ fn print_rows(runtimes: &[RuntimeReport]) {
         "runtime", "status", "max abs", "max rel", "p99 abs", "latency ms"
     );
     for rt in runtimes {
-        let (ma, mr, p99) = rt.outputs.iter().fold((0f64, 0f64, 0f64), |acc, s| {
+        let (ma, mr, p99) = rt.parity.iter().fold((0f64, 0f64, 0f64), |acc, s| {
             (
                 acc.0.max(s.max_abs),
                 acc.1.max(s.max_rel),
@@ -605,9 +656,11 @@ fn print_rows(runtimes: &[RuntimeReport]) {
         });
         let lat = rt
             .latency_ms
+            .as_ref()
+            .and_then(|l| l.get("p50"))
             .map(|l| format!("{l:.3}"))
             .unwrap_or_else(|| "-".into());
-        if rt.outputs.is_empty() {
+        if rt.parity.is_empty() {
             println!(
                 "{:<14} {:<12} {:>12} {:>12} {:>12} {:>12}",
                 rt.runtime, rt.status, "-", "-", "-", lat
@@ -621,7 +674,7 @@ fn print_rows(runtimes: &[RuntimeReport]) {
         if let Some(reason) = &rt.reason {
             println!("    {}: {reason}", rt.runtime);
         }
-        for o in rt.outputs.iter().filter(|o| !o.passed) {
+        for o in rt.parity.iter().filter(|o| !o.passed) {
             println!(
                 "    {}: `{}` would pass with atol >= {:.3e} or rtol >= {:.3e} ({:.2}% outliers)",
                 rt.runtime,

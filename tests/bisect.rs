@@ -166,7 +166,7 @@ fn candle_runtime_refuses_a_model_changed_since_the_export() {
     let out = ok(&["validate", s(&graph), "--runtimes", "candle", "--json"]);
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["runtimes"][0]["status"], "pass", "{r:#}");
-    assert_eq!(r["runtimes"][0]["outputs"][0]["max_abs"], 0.0);
+    assert_eq!(r["runtimes"][0]["parity"][0]["max_abs"], 0.0);
     // change one weight: the eager path no longer stands for this export
     let path = model.join("model.safetensors");
     let mut w = flashctl::checkpoint::load_tensors(&path, &candle_core::Device::Cpu).unwrap();

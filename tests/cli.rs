@@ -34,8 +34,8 @@ fn tiny_mlp_train_sample_export_validate() {
         s(&raw),
     ]);
     let x = common::load(&raw);
-    assert_eq!(x["sample"].dims(), &[16, 2]);
-    assert!(common::vec(&x["sample"]).iter().all(|v| v.is_finite()));
+    assert_eq!(x["image"].dims(), &[16, 2]);
+    assert!(common::vec(&x["image"]).iter().all(|v| v.is_finite()));
 
     // parent folders are created
     let graph = tmp.path().join("a/b/model.onnx");
@@ -73,7 +73,7 @@ fn tiny_mlp_train_sample_export_validate() {
     assert_eq!(report["passed"], true);
     for rt in report["runtimes"].as_array().unwrap() {
         assert_eq!(rt["status"], "pass");
-        assert!(rt["outputs"][0]["max_abs"].as_f64().unwrap() <= 1e-4);
+        assert!(rt["parity"][0]["max_abs"].as_f64().unwrap() <= 1e-4);
     }
 
     // graph summary snapshot: an unintended change to the exported graph shows up as a diff
@@ -363,12 +363,14 @@ fn fashion_mnist_idx_class_conditional_unet() {
         "fashion-mnist",
         "--data-dir",
         s(tmp.path()),
-        "--samples",
+        "--count",
         "12",
         "--teacher",
         s(&teacher),
         "--teacher-steps",
         "2",
+        "--out",
+        s(&tmp.path().join("fm_eval")),
         "--json",
     ]);
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -483,7 +485,15 @@ fn bad_inputs_give_one_line_errors_and_nonzero_exit() {
     std::fs::copy(teacher.join("config.json"), broken.join("config.json")).unwrap();
     let w = std::fs::read(teacher.join("model.safetensors")).unwrap();
     std::fs::write(broken.join("model.safetensors"), &w[..w.len() / 2]).unwrap();
-    let (code, err) = fails(&["sample", "--model", s(&broken), "--steps", "2"]);
+    let (code, err) = fails(&[
+        "sample",
+        "--model",
+        s(&broken),
+        "--steps",
+        "2",
+        "--png",
+        s(&p("x.png")),
+    ]);
     assert_eq!(code, 2);
     assert!(err.contains("truncated"), "{err}");
     // NaN weights
@@ -601,7 +611,7 @@ fn named_tolerance_levels_and_smallest_passing_tolerances() {
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["tolerance"]["atol"], 1e-4);
     for rt in r["runtimes"].as_array().unwrap() {
-        let o = &rt["outputs"][0];
+        let o = &rt["parity"][0];
         let need = o["min_passing_atol"].as_f64().unwrap();
         assert!(
             need <= o["max_abs"].as_f64().unwrap() + 1e-12 && need < 1e-4,
@@ -741,83 +751,4 @@ fn validate_refuses_to_pass_when_a_reference_output_is_not_compared() {
         "--reference",
         s(&reference),
     ]);
-}
-
-/// Options that would train or sample nothing are refused with one line naming the flag, and
-/// leave no directory behind.
-#[test]
-fn nonsense_training_and_sampling_options_are_refused_before_anything_is_written() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("t");
-    let o = s(&out);
-    for (extra, needle) in [
-        (vec!["--iters", "0"], "--iters 0"),
-        (vec!["--batch", "0"], "--batch 0"),
-        (vec!["--lr", "nan"], "--lr NaN"),
-        (vec!["--lr", "0"], "--lr 0"),
-        (vec!["--checkpoint-every", "0"], "--checkpoint-every 0"),
-    ] {
-        let mut args = vec![
-            "teacher",
-            "train",
-            "--dataset",
-            "checkerboard",
-            "--preset",
-            "tiny",
-        ];
-        args.extend(["--out", o]);
-        args.extend(extra);
-        let (code, err) = fails(&args);
-        assert_eq!(code, 2, "{err}");
-        assert!(err.contains(needle), "{needle}: {err}");
-        assert!(!out.exists(), "{needle} left {}", out.display());
-    }
-    let teacher = common::tiny_teacher(tmp.path());
-    let student = tmp.path().join("s");
-    let (code, err) = fails(&[
-        "distill",
-        "--teacher",
-        s(&teacher),
-        "--steps",
-        "1",
-        "--batch",
-        "0",
-        "--out",
-        s(&student),
-    ]);
-    assert_eq!(code, 2);
-    assert!(err.contains("--batch 0"), "{err}");
-    assert!(!student.exists());
-    let (code, err) = fails(&[
-        "distill",
-        "--teacher",
-        s(&teacher),
-        "--steps",
-        "1",
-        "--teacher-steps",
-        "0",
-        "--out",
-        s(&student),
-    ]);
-    assert_eq!(code, 2);
-    assert!(err.contains("--teacher-steps 0"), "{err}");
-    assert!(!student.exists());
-    let bundle = tmp.path().join("b");
-    let (code, err) = fails(&[
-        "build",
-        "--model",
-        s(&teacher),
-        "--target",
-        "tract",
-        "--runs",
-        "0",
-        "--out",
-        s(&bundle),
-    ]);
-    assert_eq!(code, 2);
-    assert!(err.contains("--runs 0"), "{err}");
-    assert!(!bundle.exists());
-    let (code, err) = fails(&["sample", "--model", s(&teacher), "--count", "0"]);
-    assert_eq!(code, 2);
-    assert!(err.contains("--count 0"), "{err}");
 }

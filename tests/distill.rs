@@ -79,7 +79,7 @@ fn distill_export_validate_eval_for_one_and_three_steps() {
             "--steps",
             "7",
             "--out",
-            s(&graph),
+            s(&tmp.path().join(format!("export{k}_7/model.onnx"))),
         ]);
         assert_eq!(code, 2);
         assert!(e.contains("distilled for"), "{e}");
@@ -90,12 +90,14 @@ fn distill_export_validate_eval_for_one_and_three_steps() {
             s(&student),
             "--dataset",
             "two-moons",
-            "--samples",
+            "--count",
             "200",
             "--teacher",
             s(&teacher),
             "--teacher-steps",
             "10",
+            "--out",
+            s(&tmp.path().join(format!("eval{k}"))),
             "--json",
         ]);
         let r: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -144,7 +146,7 @@ fn onnx_and_native_copies_of_a_teacher_give_the_same_first_iteration_loss() {
                 s(src),
                 "--teacher-runtime",
                 rt,
-                "--student-preset",
+                "--preset",
                 "tiny",
                 "--steps",
                 "2",
@@ -180,7 +182,7 @@ fn onnx_and_native_copies_of_a_teacher_give_the_same_first_iteration_loss() {
         s(&tmp.path().join("x")),
     ]);
     assert_eq!(code, 2);
-    assert!(e.contains("--student-preset"), "{e}");
+    assert!(e.contains("--preset"), "{e}");
 }
 
 #[test]

@@ -163,7 +163,7 @@ fn missing_or_truncated_shard_is_named() {
 }
 
 fn check_export(student: &Path, tmp: &Path, name: &str) {
-    let graph = tmp.join(format!("{name}/model.onnx"));
+    let graph = tmp.join(format!("{name}_export/model.onnx"));
     ok(&["export", "--model", s(student), "--out", s(&graph)]);
     let bytes = std::fs::read(&graph).unwrap();
     let proto = flashctl_exporters::decode_model(&bytes).unwrap();
@@ -211,7 +211,7 @@ fn kdm_dense_and_eigen_adversarial_distil_sample_eval_export_validate() {
             "30",
             "--batch",
             "64",
-            "--student-preset",
+            "--preset",
             "tiny",
             "--out",
             s(&student),
@@ -254,7 +254,7 @@ fn kdm_dense_and_eigen_adversarial_distil_sample_eval_export_validate() {
             s(&student),
             "--dataset",
             "two-moons",
-            "--samples",
+            "--count",
             "200",
             "--json",
         ]);
@@ -274,7 +274,7 @@ fn kdm_dense_and_eigen_adversarial_distil_sample_eval_export_validate() {
             s(&pairs).into(),
             "--koopman".into(),
             "eigen".into(),
-            "--student-preset".into(),
+            "--preset".into(),
             "tiny".into(),
             "--batch".into(),
             "32".into(),
@@ -332,7 +332,7 @@ fn class_conditional_image_kdm_exports_with_labels() {
         "3",
         "--batch",
         "4",
-        "--student-preset",
+        "--preset",
         "tiny",
         "--koopman",
         "eigen",
@@ -348,11 +348,11 @@ fn class_conditional_image_kdm_exports_with_labels() {
     );
     check_export(&student, tmp.path(), "export");
     // the one-step graph's shape, reviewed as a readable diff when an export changes
-    let bytes = std::fs::read(tmp.path().join("export/model.onnx")).unwrap();
+    let bytes = std::fs::read(tmp.path().join("export_export/model.onnx")).unwrap();
     let summary = flashctl_exporters::summarize(&flashctl_exporters::decode_model(&bytes).unwrap());
     insta::assert_json_snapshot!("kdm_class_eigen_tiny_unet_summary", summary);
     let manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(tmp.path().join("export/manifest.json")).unwrap(),
+        &std::fs::read_to_string(tmp.path().join("export_export/manifest.json")).unwrap(),
     )
     .unwrap();
     let names: Vec<&str> = manifest["inputs"]
@@ -379,7 +379,7 @@ fn validate_target_allow_lists_and_allow_missing() {
         s(&pairs),
         "--iters",
         "2",
-        "--student-preset",
+        "--preset",
         "tiny",
         "--out",
         s(&student),

@@ -179,7 +179,7 @@ fn every_case_in_every_available_runtime_matches_reference_and_golden() {
                 "{} / {rt} golden: {:?}",
                 c.name, golden
             );
-            let s = &run.outputs[0];
+            let s = &run.parity[0];
             assert_eq!(s.non_finite, 0, "{} / {rt}", c.name);
             let rel = s.max_abs / scale;
             assert!(
@@ -194,7 +194,7 @@ fn every_case_in_every_available_runtime_matches_reference_and_golden() {
                 rt,
                 s.max_abs,
                 rel,
-                golden.outputs[0].max_abs,
+                golden.parity[0].max_abs,
                 if g.graph_changed == Some(true) {
                     " (graph changed since blessed)"
                 } else {

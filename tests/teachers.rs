@@ -61,7 +61,7 @@ fn check_cli_against_diffusers(model: &Path, case: &str, runtime: &str, tmp: &Pa
         "--runtime",
         runtime,
     ]);
-    let got = &common::load(&out)["sample"];
+    let got = &common::load(&out)["image"];
     let err = common::rel_err(got, &io["ddim_sample"]);
     println!(
         "{case} via {}: DDIM sample rel err {err:.2e}",

@@ -274,9 +274,16 @@ pub const TARGETS: &[Target] = &[
 ];
 
 pub fn target_by_name(name: &str) -> Result<&'static Target, String> {
+    // the deployment targets of `flashctl build` name the same receivers: TensorRT through ORT's
+    // provider is TensorRT 10's parser; tract and full ONNX Runtime builds take any op
+    let name = match name {
+        "ort-tensorrt" => "tensorrt10",
+        "tract" | "ort-cpu" | "ort-cuda" => "generic",
+        other => other,
+    };
     TARGETS.iter().find(|t| t.name == name).ok_or_else(|| {
         format!(
-            "unknown --target `{name}` (known: {})",
+            "unknown --target `{name}` (known: tract, ort-cpu, ort-cuda, ort-tensorrt, {})",
             TARGETS
                 .iter()
                 .map(|t| t.name)

@@ -50,7 +50,8 @@ pub fn parse_options(a: &DistillArgs) -> Result<ImagineFlashOptions> {
             "auto" => recommended_loss(a.steps),
             "srl" => LossKind::Srl,
             "trajectory" => LossKind::Trajectory,
-            o => bail!("--loss {o}: expected auto, srl or trajectory"),
+            "segment" => LossKind::Segment,
+            o => bail!("--loss {o}: expected auto, srl, trajectory or segment"),
         },
         noise_correction: on_off("noise-correction", &a.noise_correction)?,
         tau: match a.tau.as_str() {
@@ -70,11 +71,48 @@ pub fn parse_options(a: &DistillArgs) -> Result<ImagineFlashOptions> {
 }
 
 pub fn run(a: &DistillArgs) -> Result<TrainReport> {
-    match a.method.as_str() {
-        "imagine-flash" => run_imagine_flash(a),
-        "kdm" => run_kdm(a),
+    let other_methods_options = match a.method.as_str() {
+        "imagine-flash" => crate::cli::KDM_ONLY,
+        "kdm" => crate::cli::IMAGINE_FLASH_ONLY,
         o => bail!("--method {o}: expected imagine-flash or kdm"),
+    };
+    refuse_other_methods_options(&a.method, &a.given, other_methods_options)?;
+    crate::out_dir::prepare(
+        &a.out,
+        "--out",
+        crate::out_dir::Existing::from_flags(a.force, a.resume),
+    )?;
+    match a.method.as_str() {
+        "kdm" => run_kdm(a),
+        _ => run_imagine_flash(a),
     }
+}
+
+/// Options of the other method are an error, not silently ignored.
+fn refuse_other_methods_options(method: &str, given: &[String], others: &[&str]) -> Result<()> {
+    let named: Vec<String> = others
+        .iter()
+        .filter(|o| given.iter().any(|g| g == *o))
+        .map(|o| format!("--{}", o.replace('_', "-")))
+        .collect();
+    if named.is_empty() {
+        return Ok(());
+    }
+    let other = if method == "kdm" {
+        "imagine-flash"
+    } else {
+        "kdm"
+    };
+    let (verb, noun) = if named.len() == 1 {
+        ("is", "an option")
+    } else {
+        ("are", "options")
+    };
+    Err(crate::validation::BadInput(format!(
+        "{} {verb} {noun} of --method {other}, not of --method {method}",
+        named.join(", ")
+    ))
+    .into())
 }
 
 fn run_kdm(a: &DistillArgs) -> Result<TrainReport> {
@@ -105,7 +143,7 @@ fn run_kdm(a: &DistillArgs) -> Result<TrainReport> {
     let pairs = PairSet::open(pairs_dir)?;
     let shape = pairs.run.sample_shape.clone();
     let preset: Preset = a
-        .student_preset
+        .preset
         .as_deref()
         .unwrap_or("small")
         .parse()
@@ -167,7 +205,7 @@ fn run_imagine_flash(a: &DistillArgs) -> Result<TrainReport> {
     } else {
         None
     };
-    let student = match (&a.student_preset, &teacher) {
+    let student = match (&a.preset, &teacher) {
         (Some(p), _) => {
             let preset: Preset = p.parse().map_err(anyhow::Error::msg)?;
             StudentInit::Scratch(crate::train::preset_for_shape(&shape, classes, preset).0)
@@ -176,9 +214,9 @@ fn run_imagine_flash(a: &DistillArgs) -> Result<TrainReport> {
             denoiser: m.config.denoiser.clone(),
             weights: m.weights.clone(),
         },
-        (None, Teacher::Onnx(_)) => bail!(
-            "an ONNX teacher's weights cannot seed a student: pass --student-preset tiny|small|base"
-        ),
+        (None, Teacher::Onnx(_)) => {
+            bail!("an ONNX teacher's weights cannot seed a student: pass --preset tiny|small|base")
+        }
     };
     let mut train = super::default_train_options(&shape);
     apply_train_flags(a, &mut train);

@@ -30,6 +30,10 @@ pub enum Inputs {
 pub enum LossKind {
     Srl,
     Trajectory,
+    /// Trajectory-segmented target (Hyper-SD, PCM, multistep consistency): step i is matched to
+    /// the teacher's ODE over its own segment t_i -> t_{i+1}, read back as the x0 that makes the
+    /// student's step land where the teacher lands; the last step is the trajectory target.
+    Segment,
 }
 
 /// The timestep shift s = tau(t) of the shifted reconstruction loss (T = last training step).
@@ -315,6 +319,102 @@ pub fn trajectory_target(
     Ok(Tensor::cat(&rows, 0)?)
 }
 
+/// The teacher's DDIM timesteps over one segment t -> t_next: `m` evenly spaced values from t
+/// (strictly decreasing, above t_next), then t_next itself, where the run stops.
+pub fn segment_timesteps(t: usize, t_next: usize, m: usize) -> Vec<usize> {
+    let span = (t - t_next) as f64;
+    let m = m.max(1);
+    let mut v: Vec<usize> = (0..m)
+        .map(|j| t_next + (span * (m - j) as f64 / m as f64).round() as usize)
+        .collect();
+    v.push(t_next);
+    v.dedup();
+    v
+}
+
+/// (P, Q) with next = P x + Q x0 for step `i` of the student's plan: the x0 a step must predict
+/// to move x to a given next state is (next - P x) / Q. At a noise-corrected first step the
+/// epsilon is the state itself (x = x_T); otherwise it is implied by x and x0.
+pub fn step_inverse(plan: &SamplerPlan, i: usize) -> Result<(f32, f32)> {
+    let s = &plan.steps[i];
+    let (p, q) = if plan.noise_correction && i == 0 {
+        (s.next_x + s.next_eps, s.next_x0)
+    } else {
+        if s.x0_out == 0.0 {
+            bail!(
+                "step {i} (t={}): x0 does not depend on the model output",
+                s.t
+            );
+        }
+        let r = s.eps_out / s.x0_out;
+        (
+            s.next_x + s.next_eps * (s.eps_x - r * s.x0_x),
+            s.next_x0 + s.next_eps * r,
+        )
+    };
+    if q.abs() < 1e-8 {
+        bail!("step {i} (t={}): the next state does not depend on x0", s.t);
+    }
+    Ok((p, q))
+}
+
+/// Segment target: for a sample at step i (state x, timestep t_i), the teacher's ODE over
+/// t_i -> t_{i+1} with about `m` * (t_i - t_{i+1}) / T DDIM steps (at least 1), read back as the
+/// x0 the student's step needs to land on it; at the last step, the teacher's M-step solution.
+#[allow(clippy::too_many_arguments)]
+pub fn segment_target(
+    teacher_sample: &TeacherSampleFn,
+    schedule: &ScheduleConfig,
+    plan: &SamplerPlan,
+    x: &Tensor,
+    idx: &[usize],
+    m: usize,
+    labels: Option<&Tensor>,
+) -> Result<Tensor> {
+    let last_t = schedule.num_train_timesteps - 1;
+    let k = plan.steps.len();
+    let mut out: Vec<Option<Tensor>> = vec![None; idx.len()];
+    let mut distinct: Vec<usize> = idx.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    for i in distinct {
+        let rows: Vec<usize> = (0..idx.len()).filter(|&b| idx[b] == i).collect();
+        let ix = Tensor::from_vec(
+            rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+            rows.len(),
+            x.device(),
+        )?;
+        let xr = x.index_select(&ix, 0)?;
+        let lr = labels.map(|l| l.index_select(&ix, 0)).transpose()?;
+        let t = plan.steps[i].t;
+        let y = if i + 1 == k {
+            let plan0 = chain_plan(schedule, &trajectory_timesteps(t, m), false)
+                .map_err(|e| anyhow!("teacher trajectory from t={t}: {e}"))?;
+            teacher_sample(&plan0, &xr, lr.as_ref())?
+        } else {
+            let t_next = plan.steps[i + 1].t;
+            let sub = (m * (t - t_next)).div_ceil(last_t.max(1)).max(1);
+            let ts = segment_timesteps(t, t_next, sub);
+            let mut seg = chain_plan(schedule, &ts, false)
+                .map_err(|e| anyhow!("teacher segment {t} -> {t_next}: {e}"))?;
+            // the plan's last step would go on to x0: stop at t_next
+            seg.steps.pop();
+            seg.timesteps.pop();
+            let x_next = teacher_sample(&seg, &xr, lr.as_ref())?;
+            let (p, q) = step_inverse(plan, i)?;
+            ((x_next - (&xr * p as f64)?)? * (1.0 / q as f64))?
+        };
+        for (j, &r) in rows.iter().enumerate() {
+            out[r] = Some(y.narrow(0, j, 1)?);
+        }
+    }
+    let rows: Vec<Tensor> = out
+        .into_iter()
+        .map(|r| r.expect("every row filled"))
+        .collect();
+    Ok(Tensor::cat(&rows, 0)?)
+}
+
 pub fn mse(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     Ok((a - b)?.sqr()?.mean_all()?)
 }
@@ -398,6 +498,15 @@ pub fn loss(
                 labels,
             )?
         }
+        LossKind::Segment => segment_target(
+            teacher_sample,
+            schedule,
+            plan,
+            &x_in.detach(),
+            &draw.idx,
+            o.teacher_steps,
+            labels,
+        )?,
     };
     mse(&x0_s, &target.detach())
 }
@@ -410,7 +519,7 @@ pub fn check_options(o: &ImagineFlashOptions, schedule: &ScheduleConfig) -> Resu
             o.steps
         );
     }
-    if o.loss == LossKind::Trajectory && o.teacher_steps == 0 {
+    if matches!(o.loss, LossKind::Trajectory | LossKind::Segment) && o.teacher_steps == 0 {
         bail!("--teacher-steps must be at least 1");
     }
     let plan = student_plan(schedule, o)?;

@@ -163,7 +163,7 @@ pub fn train(
         },
     )?;
     let batch = 128;
-    let pb = indicatif::ProgressBar::new(iters as u64);
+    let mut pb = crate::progress::Progress::new("iter", iters, true);
     for step in 0..iters {
         let mut rng =
             rand::rngs::StdRng::seed_from_u64(seed ^ (step as u64).wrapping_mul(0x9E37_79B9));
@@ -175,10 +175,10 @@ pub fn train(
         let (_, logits) = forward(&ops, &x)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
         opt.backward_step(&loss)?;
-        pb.inc(1);
+        pb.inc("");
     }
-    pb.finish_and_clear();
-    std::fs::create_dir_all(out)?;
+    pb.finish();
+    crate::fsx::create_dir_all(out)?;
     let weights: std::collections::HashMap<String, Tensor> = varmap
         .data()
         .lock()

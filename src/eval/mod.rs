@@ -4,34 +4,38 @@
 
 pub mod featurenet;
 pub mod metrics;
+pub mod per_step;
 
 use crate::data::{self, Dataset};
 use crate::export::seeded_noise;
 use crate::teacher::Teacher;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use metrics::Points;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub struct EvalOptions {
     pub model: PathBuf,
     pub steps: Option<usize>,
     pub dataset: String,
     pub data_dir: Option<PathBuf>,
-    pub samples: usize,
+    /// Samples drawn from the model (and the teacher).
+    pub count: usize,
     pub seed: u64,
     pub teacher: Option<PathBuf>,
     pub teacher_steps: usize,
-    /// where PNGs go (default: beside the model, `eval/`)
+    /// Where eval.json and the PNGs go (none: nothing is written).
     pub out: Option<PathBuf>,
     pub runtime: String,
     pub featurenet: Option<PathBuf>,
     /// Where candle samples (and the feature network runs); metrics are computed on the host.
     pub device: Device,
+    /// Also the per-step errors against the teacher ([`per_step`]; needs `teacher`).
+    pub per_step: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -46,7 +50,7 @@ pub struct SideReport {
 #[derive(Debug, Serialize)]
 pub struct EvalReport {
     pub dataset: String,
-    pub samples: usize,
+    pub count: usize,
     pub seed: u64,
     pub reference: String,
     pub model: SideReport,
@@ -55,6 +59,9 @@ pub struct EvalReport {
     pub psnr_vs_teacher: Option<f64>,
     pub png: Option<String>,
     pub notes: Vec<String>,
+    /// `--per-step`: each step's error against the teacher's ODE from the same state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_step: Option<per_step::PerStepReport>,
 }
 
 /// Held-out reference data: fresh draws for 2-D sets, Fashion-MNIST's test split for images.
@@ -75,7 +82,7 @@ fn reference_set(o: &EvalOptions, shape: &[usize]) -> Result<(Vec<f32>, String)>
         let per: usize = s.iter().product();
         let mut idx: Vec<usize> = (0..pixels.len() / per).collect();
         idx.shuffle(&mut rng);
-        idx.truncate(o.samples);
+        idx.truncate(o.count);
         let v = idx
             .iter()
             .flat_map(|&i| pixels[i * per..(i + 1) * per].iter().copied())
@@ -93,8 +100,8 @@ fn reference_set(o: &EvalOptions, shape: &[usize]) -> Result<(Vec<f32>, String)>
             ds.sample_shape()
         );
     }
-    let (v, _) = ds.batch(&mut rng, o.samples);
-    Ok((v, format!("{}: {} fresh draws", o.dataset, o.samples)))
+    let (v, _) = ds.batch(&mut rng, o.count);
+    Ok((v, format!("{}: {} fresh draws", o.dataset, o.count)))
 }
 
 /// Sample `n` with the model's plan on seeded noise, in chunks.
@@ -184,8 +191,11 @@ fn score(
 }
 
 pub fn eval(o: &EvalOptions) -> Result<EvalReport> {
-    if o.samples < 10 {
-        bail!("--samples must be at least 10");
+    if o.count < 10 {
+        bail!("--count must be at least 10");
+    }
+    if let Some(out) = &o.out {
+        crate::out_dir::prepare_report(out, "--out")?;
     }
     let model = Teacher::open_on(&o.model, &o.runtime, &o.device)?;
     let shape = model.sample_shape();
@@ -216,7 +226,7 @@ pub fn eval(o: &EvalOptions) -> Result<EvalReport> {
         }
         None => None,
     };
-    let (x, meta) = draw(&model, o.steps, o.samples, o.seed, &o.device)?;
+    let (x, meta) = draw(&model, o.steps, o.count, o.seed, &o.device)?;
     let side = SideReport {
         model: o.model.display().to_string(),
         steps: meta.steps,
@@ -230,13 +240,29 @@ pub fn eval(o: &EvalOptions) -> Result<EvalReport> {
         )?,
         sample_seconds: meta.seconds,
     };
+    if o.per_step && o.teacher.is_none() {
+        bail!(crate::validation::BadInput(
+            "--per-step compares each step with the teacher: pass --teacher".into()
+        ));
+    }
+    let mut per_step_report = None;
     let (teacher_side, psnr, tx) = match &o.teacher {
         Some(tp) => {
             let t = Teacher::open_on(tp, &o.runtime, &o.device)?;
             if t.sample_shape() != shape || t.num_classes() != model.num_classes() {
                 bail!("--teacher makes samples of another shape or class set than --model");
             }
-            let (tx, tmeta) = draw(&t, Some(o.teacher_steps), o.samples, o.seed, &o.device)?;
+            if o.per_step {
+                per_step_report = Some(per_step::per_step(
+                    &model,
+                    &t,
+                    o.count,
+                    o.seed,
+                    o.teacher_steps,
+                    &o.device,
+                )?);
+            }
+            let (tx, tmeta) = draw(&t, Some(o.teacher_steps), o.count, o.seed, &o.device)?;
             let psnr = metrics::psnr(&flat(&x)?, &flat(&tx)?, 2.0);
             let side = SideReport {
                 model: tp.display().to_string(),
@@ -255,10 +281,13 @@ pub fn eval(o: &EvalOptions) -> Result<EvalReport> {
         }
         None => (None, None, None),
     };
-    let png = write_png(o, &x, tx.as_ref(), &reference, &shape)?;
-    Ok(EvalReport {
+    let png = match &o.out {
+        Some(dir) => write_png(dir, &x, tx.as_ref(), &reference, &shape)?,
+        None => None,
+    };
+    let report = EvalReport {
         dataset: o.dataset.clone(),
-        samples: o.samples,
+        count: o.count,
         seed: o.seed,
         reference: ref_desc,
         model: side,
@@ -266,26 +295,26 @@ pub fn eval(o: &EvalOptions) -> Result<EvalReport> {
         psnr_vs_teacher: psnr,
         png: png.map(|p| p.display().to_string()),
         notes,
-    })
+        per_step: per_step_report,
+    };
+    if let Some(dir) = &o.out {
+        let path = dir.join("eval.json");
+        crate::checkpoint::write_atomic(&path, serde_json::to_string_pretty(&report)?.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(report)
 }
 
 /// Images: a grid with the teacher's samples in the top rows and the model's below, same
 /// noise column by column. 2-D: the model's points over the reference's.
 fn write_png(
-    o: &EvalOptions,
+    dir: &Path,
     x: &Tensor,
     teacher: Option<&Tensor>,
     reference: &[f32],
     shape: &[usize],
 ) -> Result<Option<PathBuf>> {
-    let dir = o.out.clone().unwrap_or_else(|| {
-        if o.model.is_dir() {
-            o.model.join("eval")
-        } else {
-            o.model.with_extension("eval")
-        }
-    });
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     if shape.len() == 1 && shape[0] == 2 {
         let pts: Vec<[f32; 2]> = flat(x)?.chunks(2).map(|c| [c[0], c[1]]).collect();
         let refp: Vec<[f32; 2]> = reference.chunks(2).map(|c| [c[0], c[1]]).collect();
@@ -322,7 +351,7 @@ fn write_png(
 pub fn print_report(r: &EvalReport) {
     println!(
         "eval on {} ({} samples, seed {}), reference: {}",
-        r.dataset, r.samples, r.seed, r.reference
+        r.dataset, r.count, r.seed, r.reference
     );
     let line = |who: &str, s: &SideReport| {
         let m: Vec<String> = s
@@ -350,5 +379,8 @@ pub fn print_report(r: &EvalReport) {
     }
     for n in &r.notes {
         println!("  note: {n}");
+    }
+    if let Some(p) = &r.per_step {
+        per_step::print(p);
     }
 }
