@@ -415,8 +415,6 @@ pub struct DemoArgs {
 pub const KDM_ONLY: &[&str] = &[
     "pairs",
     "koopman",
-    "adversarial",
-    "adversarial_weight",
     "latent_noise",
     "recon",
     "inverse_weight",
@@ -449,10 +447,11 @@ pub struct DistillArgs {
     /// kdm: Koopman operator, dense (Linear n x n) or eigen (P L P^-1, stable eigenvalues)
     #[arg(long, default_value = "dense")]
     pub koopman: String,
-    /// kdm: add the non-saturating adversarial term with a small discriminator
+    /// add the non-saturating adversarial term with a small discriminator (kdm: against the
+    /// pairs' x_0; imagine-flash: the student's final outputs against the data set's samples)
     #[arg(long)]
     pub adversarial: bool,
-    /// kdm: weight of the adversarial term
+    /// weight of the adversarial term
     #[arg(long, default_value_t = 0.01, value_parser = range::non_negative_number, allow_hyphen_values = true)]
     pub adversarial_weight: f64,
     /// kdm: std of the Gaussian noise on both latents during training
@@ -485,7 +484,7 @@ pub struct DistillArgs {
     pub inputs: String,
     /// imagine-flash: srl (shifted reconstruction), trajectory (teacher's DDIM solution from the
     /// state), segment (teacher's ODE over the step's own segment t_i -> t_i+1), or auto: the
-    /// measured recommendation (docs/results.md)
+    /// measured recommendation (trajectory for 1 step, segment for more; docs/results.md)
     #[arg(long, default_value = "auto")]
     pub loss: String,
     /// imagine-flash: noise correction on or off
@@ -499,7 +498,9 @@ pub struct DistillArgs {
     /// own state)
     #[arg(long, default_value = "implied")]
     pub srl_noise: String,
-    /// imagine-flash: teacher DDIM steps of the trajectory target
+    /// imagine-flash: teacher DDIM steps of the target: the trajectory solution, each segment's
+    /// (scaled by its share of the schedule), and SRL's k-step solve from the shifted point (1:
+    /// one teacher x0 prediction there)
     #[arg(long, default_value_t = 32, value_parser = range::positive)]
     pub teacher_steps: usize,
     /// samples per iteration (default: the method's)

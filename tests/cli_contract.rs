@@ -333,26 +333,70 @@ fn nonsense_numbers_and_the_other_methods_options_are_refused_by_name() {
     let out = tmp.path().join("out");
     let o = s(&out);
     let tt = s(&t);
-    let cases: Vec<(Vec<&str>, &str)> =
-        vec![
+    let cases: Vec<(Vec<&str>, &str)> = vec![
         (
-            vec!["teacher", "train", "--dataset", "two-moons", "--iters", "0", "--out", o],
+            vec![
+                "teacher",
+                "train",
+                "--dataset",
+                "two-moons",
+                "--iters",
+                "0",
+                "--out",
+                o,
+            ],
             "--iters",
         ),
         (
-            vec!["teacher", "train", "--dataset", "two-moons", "--batch", "0", "--out", o],
+            vec![
+                "teacher",
+                "train",
+                "--dataset",
+                "two-moons",
+                "--batch",
+                "0",
+                "--out",
+                o,
+            ],
             "--batch",
         ),
         (
-            vec!["teacher", "train", "--dataset", "two-moons", "--lr", "nan", "--out", o],
+            vec![
+                "teacher",
+                "train",
+                "--dataset",
+                "two-moons",
+                "--lr",
+                "nan",
+                "--out",
+                o,
+            ],
             "--lr",
         ),
         (
-            vec!["teacher", "train", "--dataset", "two-moons", "--lr", "-1", "--out", o],
+            vec![
+                "teacher",
+                "train",
+                "--dataset",
+                "two-moons",
+                "--lr",
+                "-1",
+                "--out",
+                o,
+            ],
             "--lr",
         ),
         (
-            vec!["teacher", "train", "--dataset", "two-moons", "--lr", "0", "--out", o],
+            vec![
+                "teacher",
+                "train",
+                "--dataset",
+                "two-moons",
+                "--lr",
+                "0",
+                "--out",
+                o,
+            ],
             "--lr",
         ),
         (
@@ -387,7 +431,15 @@ fn nonsense_numbers_and_the_other_methods_options_are_refused_by_name() {
             "--steps",
         ),
         (
-            vec!["distill", "--teacher", tt, "--teacher-steps", "0", "--out", o],
+            vec![
+                "distill",
+                "--teacher",
+                tt,
+                "--teacher-steps",
+                "0",
+                "--out",
+                o,
+            ],
             "--teacher-steps",
         ),
         (
@@ -395,7 +447,15 @@ fn nonsense_numbers_and_the_other_methods_options_are_refused_by_name() {
             "--batch",
         ),
         (
-            vec!["eval", "--model", tt, "--dataset", "two-moons", "--count", "3"],
+            vec![
+                "eval",
+                "--model",
+                tt,
+                "--dataset",
+                "two-moons",
+                "--count",
+                "3",
+            ],
             "--count",
         ),
         (
@@ -407,16 +467,36 @@ fn nonsense_numbers_and_the_other_methods_options_are_refused_by_name() {
             "--batch",
         ),
         (
-            vec!["build", "--model", tt, "--target", "tract", "--runs", "0", "--out", o],
+            vec![
+                "build", "--model", tt, "--target", "tract", "--runs", "0", "--out", o,
+            ],
             "--runs",
         ),
         (
-            vec!["pairs", "generate", "--teacher", tt, "--count", "0", "--out", o],
+            vec![
+                "pairs",
+                "generate",
+                "--teacher",
+                tt,
+                "--count",
+                "0",
+                "--out",
+                o,
+            ],
             "--count",
         ),
         (
-            vec!["distill", "--teacher", tt, "--koopman", "eigen", "--adversarial", "--out", o],
-            "--koopman, --adversarial are options of --method kdm, not of --method imagine-flash",
+            vec![
+                "distill",
+                "--teacher",
+                tt,
+                "--koopman",
+                "eigen",
+                "--adversarial",
+                "--out",
+                o,
+            ],
+            "--koopman is an option of --method kdm, not of --method imagine-flash",
         ),
         (
             vec![
@@ -426,7 +506,15 @@ fn nonsense_numbers_and_the_other_methods_options_are_refused_by_name() {
             "--steps, --tau are options of --method imagine-flash, not of --method kdm",
         ),
         (
-            vec!["teacher", "train", "--dataset", "two-moons", "--out", o, "--no-such-flag"],
+            vec![
+                "teacher",
+                "train",
+                "--dataset",
+                "two-moons",
+                "--out",
+                o,
+                "--no-such-flag",
+            ],
             "--no-such-flag",
         ),
     ];

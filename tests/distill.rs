@@ -113,6 +113,32 @@ fn distill_export_validate_eval_for_one_and_three_steps() {
         }
         assert!(r["psnr_vs_teacher"].as_f64().unwrap().is_finite());
         assert!(Path::new(r["png"].as_str().unwrap()).is_file());
+        // which step breaks: one row per student step, errors against the teacher's ODE
+        let out = ok(&[
+            "eval",
+            "--model",
+            s(&student),
+            "--dataset",
+            "two-moons",
+            "--count",
+            "64",
+            "--teacher",
+            s(&teacher),
+            "--teacher-steps",
+            "8",
+            "--per-step",
+            "--json",
+        ]);
+        let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let rows = r["per_step"]["steps"].as_array().unwrap();
+        assert_eq!(rows.len(), k.parse::<usize>().unwrap(), "{out}");
+        assert_eq!(rows.last().unwrap()["t_next"], 0);
+        for row in rows {
+            for f in ["x0_rmse", "next_rmse", "next_rms"] {
+                assert!(row[f].as_f64().unwrap().is_finite(), "{out}");
+            }
+        }
+        assert!(r["per_step"]["sample_rmse_vs_teacher"].as_f64().unwrap() >= 0.0);
     }
 }
 
@@ -264,4 +290,34 @@ fn bad_distill_arguments_are_one_line_errors() {
     assert_eq!(code, 2);
     assert!(e.contains("nope"), "{e}");
     assert!(!out.join("model.safetensors").exists());
+}
+
+#[test]
+fn imagine_flash_with_a_discriminator_keeps_it_out_of_the_student() {
+    let tmp = tempfile::tempdir().unwrap();
+    let teacher = common::tiny_teacher(tmp.path());
+    let student = tmp.path().join("adv");
+    ok(&[
+        "distill",
+        "--teacher",
+        s(&teacher),
+        "--steps",
+        "2",
+        "--iters",
+        "8",
+        "--adversarial",
+        "--adversarial-weight",
+        "0.05",
+        "--out",
+        s(&student),
+    ]);
+    let state = common::load(&student.join("train_state.safetensors"));
+    assert!(state.keys().any(|k| k.starts_with("param.discriminator")));
+    let weights = common::load(&student.join("model.safetensors"));
+    assert!(!weights.keys().any(|k| k.contains("discriminator")));
+    let cfg = std::fs::read_to_string(student.join("config.json")).unwrap();
+    assert!(cfg.contains("\"adversarial\": 0.05"), "{cfg}");
+    let graph = tmp.path().join("adv_export/model.onnx");
+    ok(&["export", "--model", s(&student), "--out", s(&graph)]);
+    ok(&["validate", s(&graph), "--runtimes", "tract"]);
 }

@@ -122,8 +122,14 @@ pub struct ImagineFlashOptions {
     pub noise_correction: bool,
     pub tau: Tau,
     pub srl_noise: SrlNoise,
-    /// DDIM steps of the teacher's solution for `--loss trajectory`.
+    /// DDIM steps of the teacher's solution: the trajectory target's, each segment's (scaled by
+    /// the segment's share of the schedule), and SRL's solve from the shifted point (1: one
+    /// teacher x0 prediction there).
     pub teacher_steps: usize,
+    /// The discriminator term's weight (`--adversarial`): the student's final outputs against
+    /// real samples of the data set, trained without cross-gradients (`distill::adversarial`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adversarial: Option<f64>,
 }
 
 /// The student's fixed timesteps: trailing spacing of the teacher's schedule (first step t = T).
@@ -233,8 +239,24 @@ pub fn teacher_x0(
     })
 }
 
-/// Shifted reconstruction target: re-noise the (stop-gradient) student x0 to s with `eps`,
-/// and take the teacher's x0 prediction there.
+/// The (stop-gradient) student x0 re-noised to per-sample timesteps s with `eps`.
+pub fn renoise(
+    schedule: &ScheduleConfig,
+    student_x0: &Tensor,
+    s: &[usize],
+    eps: &Tensor,
+) -> Result<Tensor> {
+    let ac = schedule.alphas_cumprod();
+    let rank = student_x0.rank() - 1;
+    let sa: Vec<f32> = s.iter().map(|&v| ac[v].sqrt()).collect();
+    let sb: Vec<f32> = s.iter().map(|&v| (1.0 - ac[v]).sqrt()).collect();
+    let x0 = student_x0.detach();
+    Ok((x0.broadcast_mul(&per_sample(&sa, rank, x0.device())?)?
+        + eps.broadcast_mul(&per_sample(&sb, rank, eps.device())?)?)?)
+}
+
+/// Shifted reconstruction target with one teacher call: re-noise the (stop-gradient) student
+/// x0 to s with `eps`, and take the teacher's x0 prediction there.
 pub fn srl_target(
     teacher: &TeacherFn,
     schedule: &ScheduleConfig,
@@ -243,13 +265,7 @@ pub fn srl_target(
     eps: &Tensor,
     labels: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let ac = schedule.alphas_cumprod();
-    let rank = student_x0.rank() - 1;
-    let sa: Vec<f32> = s.iter().map(|&v| ac[v].sqrt()).collect();
-    let sb: Vec<f32> = s.iter().map(|&v| (1.0 - ac[v]).sqrt()).collect();
-    let x0 = student_x0.detach();
-    let xs = (x0.broadcast_mul(&per_sample(&sa, rank, x0.device())?)?
-        + eps.broadcast_mul(&per_sample(&sb, rank, eps.device())?)?)?;
+    let xs = renoise(schedule, student_x0, s, eps)?;
     teacher_x0(teacher, schedule, &xs, s, labels)
 }
 
@@ -430,6 +446,8 @@ pub struct IterDraw {
     pub forward_eps: Option<Tensor>,
     /// fresh noise of the shifted reconstruction
     pub srl_eps: Tensor,
+    /// real samples for the discriminator (`--adversarial`)
+    pub real: Option<Tensor>,
 }
 
 /// One Imagine Flash loss evaluation: student inputs (backward or forward), student x0 with
@@ -485,7 +503,13 @@ pub fn loss(
                 SrlNoise::Fresh => draw.srl_eps.clone(),
                 SrlNoise::Implied => implied_noise(schedule, plan, &x_in, &x0_s, &draw.idx)?,
             };
-            srl_target(teacher, schedule, &x0_s, &s, &eps, labels)?
+            if o.teacher_steps <= 1 {
+                srl_target(teacher, schedule, &x0_s, &s, &eps, labels)?
+            } else {
+                // as published: the teacher solves k steps from the re-noised point
+                let xs = renoise(schedule, &x0_s, &s, &eps)?;
+                trajectory_target(teacher_sample, schedule, &xs, &s, o.teacher_steps, labels)?
+            }
         }
         LossKind::Trajectory => {
             let t_of: Vec<usize> = draw.idx.iter().map(|&i| plan.steps[i].t).collect();
@@ -508,7 +532,28 @@ pub fn loss(
             labels,
         )?,
     };
-    mse(&x0_s, &target.detach())
+    let distill = mse(&x0_s, &target.detach())?;
+    match (o.adversarial, &draw.real) {
+        (Some(w), Some(real)) => {
+            // the discriminator judges what the student outputs: its x0 at the last step
+            let last: Vec<u32> = (0..draw.idx.len())
+                .filter(|&b| draw.idx[b] + 1 == plan.steps.len())
+                .map(|b| b as u32)
+                .collect();
+            let fake = if last.is_empty() {
+                x0_s.clone()
+            } else {
+                let ix = Tensor::from_vec(last.clone(), last.len(), x0_s.device())?;
+                x0_s.index_select(&ix, 0)?
+            };
+            let n = fake.dims()[0].min(real.dims()[0]);
+            let adv =
+                super::adversarial::terms(ops, &fake.narrow(0, 0, n)?, &real.narrow(0, 0, n)?, w)?;
+            Ok((distill + adv)?)
+        }
+        (Some(_), None) => bail!("--adversarial needs real samples (a data set)"),
+        _ => Ok(distill),
+    }
 }
 
 /// Check the options make sense for this teacher before training starts.
@@ -648,6 +693,78 @@ mod tests {
         close(&v(&got), &[500.0, 1998.0, 1500.0]);
         assert_eq!(trajectory_timesteps(999, 4), vec![999, 749, 500, 250]);
         assert_eq!(trajectory_timesteps(2, 4), vec![2, 1]);
+    }
+
+    #[test]
+    fn segment_timesteps_run_from_t_to_the_next_students_timestep() {
+        assert_eq!(segment_timesteps(999, 666, 3), vec![999, 888, 777, 666]);
+        assert_eq!(segment_timesteps(5, 4, 8), vec![5, 4]);
+    }
+
+    #[test]
+    fn step_inverse_recovers_the_x0_that_produced_a_step() {
+        // for every parameterisation, with and without noise correction at the first step:
+        // next = P x + Q x0 exactly as apply_step computes it
+        use crate::models::{Denoiser, MlpConfig};
+        let d = Denoiser::Mlp(MlpConfig {
+            data_dim: 2,
+            hidden: 8,
+            layers: 1,
+            time_dim: 4,
+            num_classes: None,
+        });
+        let (_, vb) = crate::seeded_vars::SeededVars::new(1).into_var_builder(&Device::Cpu);
+        let ops = EagerOps::new(vb);
+        for p in [Prediction::V, Prediction::Epsilon, Prediction::X0] {
+            for nc in [false, true] {
+                let plan = chain_plan(&sched(p), &[999, 600, 250], nc).unwrap();
+                let x = t(&[0.3, -1.2, 0.8, 0.1], &[2, 2]);
+                for i in 0..2 {
+                    let tt = Tensor::new(&[plan.steps[i].t as f32], &Device::Cpu).unwrap();
+                    let out = d.forward(&ops, &x, &tt, None).unwrap();
+                    let nc_eps = (nc && i == 0).then_some(&x);
+                    let (x0, next) = apply_step(&ops, &plan.steps[i], &x, &out, nc_eps).unwrap();
+                    let (pp, q) = step_inverse(&plan, i).unwrap();
+                    let back =
+                        ((&next - (&x * pp as f64).unwrap()).unwrap() * (1.0 / q as f64)).unwrap();
+                    for (a, b) in v(&back).iter().zip(v(&x0)) {
+                        assert!(
+                            (a - b).abs() < 1e-3 * (1.0 + b.abs()),
+                            "{p:?} nc {nc} step {i}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn segment_target_asks_the_teacher_for_its_own_segment_and_the_last_step_for_x0() {
+        // a fake teacher sampler: the first timestep it starts from plus 1000 x the last one it
+        // visits, so the target shows which segment it was asked for
+        let s = sched(Prediction::V);
+        let plan = chain_plan(&s, &[999, 500], true).unwrap();
+        let fake = |p: &SamplerPlan, x: &Tensor, _l: Option<&Tensor>| {
+            let first = p.timesteps[0] as f64;
+            let last = *p.timesteps.last().unwrap() as f64;
+            Ok(((x * 0.0)? + (first + 1000.0 * last))?)
+        };
+        let x = t(&[1.0, 2.0], &[2, 1]);
+        let got = v(&segment_target(&fake, &s, &plan, &x, &[0, 1], 4, None).unwrap());
+        // step 0 (999 -> 500): the teacher runs 999 .. down to the step before 500 (the plan's
+        // last step, which would go to x0, is dropped); the target is (next - P x) / Q
+        let visited = segment_timesteps(999, 500, 2);
+        let seg_last = visited[visited.len() - 2] as f32;
+        let (p, q) = step_inverse(&plan, 0).unwrap();
+        let want0 = (999.0 + 1000.0 * seg_last - p * 1.0) / q;
+        assert!(
+            (got[0] - want0).abs() < 1e-2 * want0.abs(),
+            "{got:?} vs {want0}"
+        );
+        // the last step: the teacher's trajectory from 500 to x0
+        let traj = trajectory_timesteps(500, 4);
+        let want1 = 500.0 + 1000.0 * *traj.last().unwrap() as f32;
+        assert!((got[1] - want1).abs() < 1e-3, "{got:?} vs {want1}");
     }
 
     #[test]

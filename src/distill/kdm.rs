@@ -10,6 +10,7 @@
 //! trained in the same step on the non-saturating loss; the generator's term sees it frozen, so
 //! one optimiser step updates both without either gradient leaking into the other.
 
+use super::adversarial;
 use crate::checkpoint::{ModelConfig, SamplerDefaults, SCHEMA_VERSION};
 use crate::models::kdm::{self, KdmConfig, KdmNet, KoopmanKind, ENCODER_0, ENCODER_T};
 use crate::models::{Denoiser, UnetConfig};
@@ -19,8 +20,7 @@ use crate::train::{randn, Preset, TrainOptions, TrainReport};
 use crate::train_loop::{train_loop, LoopSpec};
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
-use flashctl_graphs::ops::Init;
-use flashctl_graphs::{EagerOps, Ops};
+use flashctl_graphs::EagerOps;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -138,49 +138,6 @@ pub fn default_train_options(sample_shape: &[usize]) -> TrainOptions {
     o
 }
 
-const DISC: &str = "discriminator";
-
-/// The discriminator, in candle directly (it is never exported): MLP 2 x 128 for points, two
-/// stride-2 3x3 convs + mean pool + linear for images. `frozen` detaches its parameters.
-fn discriminator(ops: &EagerOps, x: &Tensor, frozen: bool) -> Result<Tensor> {
-    let p = |name: &str, shape: &[usize], fan_in: usize| -> Result<Tensor> {
-        let b = 1.0 / (fan_in as f64).sqrt();
-        let t = ops.param(
-            &format!("{DISC}.{name}"),
-            shape,
-            Init::Uniform { lo: -b, up: b },
-        )?;
-        Ok(if frozen { t.detach() } else { t })
-    };
-    let silu = |t: &Tensor| -> Result<Tensor> { Ok(candle_nn::ops::silu(t)?) };
-    let lin = |x: &Tensor, name: &str, i: usize, o: usize| -> Result<Tensor> {
-        let w = p(&format!("{name}.weight"), &[o, i], i)?;
-        let b = p(&format!("{name}.bias"), &[o], i)?;
-        Ok(x.matmul(&w.t()?)?.broadcast_add(&b)?)
-    };
-    if x.rank() == 2 {
-        let d = x.dims()[1];
-        let h = silu(&lin(x, "l0", d, 128)?)?;
-        let h = silu(&lin(&h, "l1", 128, 128)?)?;
-        return lin(&h, "out", 128, 1);
-    }
-    let c = x.dims()[1];
-    let conv = |x: &Tensor, name: &str, i: usize, o: usize| -> Result<Tensor> {
-        let w = p(&format!("{name}.weight"), &[o, i, 3, 3], i * 9)?;
-        let b = p(&format!("{name}.bias"), &[o], i * 9)?;
-        Ok(ops.conv2d(x, &w, Some(&b), 2, 1)?)
-    };
-    let h = silu(&conv(x, "c0", c, 32)?)?;
-    let h = silu(&conv(&h, "c1", 32, 64)?)?;
-    let h = h.flatten_from(2)?.mean(2)?;
-    lin(&h, "out", 64, 1)
-}
-
-/// log(1 + e^x), stable.
-fn softplus(x: &Tensor) -> Result<Tensor> {
-    Ok((x.relu()? + ((x.abs()?.neg()?.exp()? + 1.0)?.log()?))?)
-}
-
 fn recon(kind: Recon, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let d2 = (a - b)?.sqr()?;
     Ok(match kind {
@@ -216,12 +173,7 @@ pub fn loss(ops: &EagerOps, c: &KdmConfig, o: &KdmOptions, d: &KdmDraw) -> Resul
         total = (total + (r.sqr()?.mean_all()? * o.inverse_weight)?)?;
     }
     if o.adversarial {
-        // generator: non-saturating loss through a frozen discriminator
-        let g = softplus(&discriminator(ops, &x_push, true)?.neg()?)?.mean_all()?;
-        // discriminator: real x_0 vs the detached push-forward
-        let real = softplus(&discriminator(ops, &d.x_0, false)?.neg()?)?.mean_all()?;
-        let fake = softplus(&discriminator(ops, &x_push.detach(), false)?)?.mean_all()?;
-        total = ((total + (g * o.adversarial_weight)?)? + (real + fake)?)?;
+        total = (total + adversarial::terms(ops, &x_push, &d.x_0, o.adversarial_weight)?)?;
     }
     Ok(total)
 }
@@ -299,7 +251,7 @@ pub fn distill(
             .transpose()?;
         kdm::encode(&declare_cfg, ops, ENCODER_0, &x, y.as_ref())?;
         if adversarial {
-            discriminator(ops, &x, false)?;
+            adversarial::declare(ops, &x)?;
         }
         Ok(())
     });
@@ -350,22 +302,6 @@ mod tests {
         );
         assert!("pseudo-huber:-1".parse::<Recon>().is_err());
         assert!("l1".parse::<Recon>().is_err());
-    }
-
-    #[test]
-    fn softplus_is_stable_and_exact() {
-        let x = Tensor::new(&[-100f32, -1.0, 0.0, 1.0, 100.0], &Device::Cpu).unwrap();
-        let y = softplus(&x).unwrap().to_vec1::<f32>().unwrap();
-        let want = [
-            0.0f32,
-            0.313_261_7,
-            std::f32::consts::LN_2,
-            1.313_261_7,
-            100.0,
-        ];
-        for (a, b) in y.iter().zip(want) {
-            assert!((a - b).abs() < 1e-6, "{y:?}");
-        }
     }
 
     #[test]

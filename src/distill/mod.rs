@@ -2,6 +2,7 @@
 //! abstraction (`teacher::Teacher`), the training loop (`train_loop`) and the student model
 //! directory format, so `sample`, `eval` and `export` take a student like any model.
 
+pub mod adversarial;
 pub mod command;
 pub mod imagine_flash;
 pub mod kdm;
@@ -85,9 +86,9 @@ pub fn imagine_flash(
             classes
         );
     }
-    if o.inputs == Inputs::Forward {
+    if o.inputs == Inputs::Forward || o.adversarial.is_some() {
         match dataset {
-            None => bail!("--inputs forward needs training data: pass --dataset"),
+            None => bail!("--inputs forward and --adversarial need training data: pass --dataset"),
             Some(ds) if ds.sample_shape() != shape => bail!(
                 "dataset {} has samples of shape {:?}, the teacher {:?}",
                 ds.name(),
@@ -125,6 +126,15 @@ pub fn imagine_flash(
     xshape.extend(&shape);
     let b = train.batch;
     let k = o.steps;
+    let sample_shape = shape.clone();
+    let train_only: Option<crate::train_loop::TrainOnlyParams> = o.adversarial.map(|_| {
+        Box::new(move |ops: &flashctl_graphs::EagerOps| -> Result<()> {
+            let mut s = vec![1];
+            s.extend(&sample_shape);
+            let x = Tensor::zeros(s, candle_core::DType::F32, ops.device())?;
+            adversarial::declare(ops, &x)
+        }) as crate::train_loop::TrainOnlyParams
+    });
     let spec = LoopSpec {
         out,
         opts: train,
@@ -133,7 +143,7 @@ pub fn imagine_flash(
         method,
         resume,
         progress,
-        train_only: None,
+        train_only,
         device: device.clone(),
     };
     let teacher_fn = |x: &Tensor, t: &Tensor, l: Option<&Tensor>| teacher.denoise(x, t, l);
@@ -157,6 +167,10 @@ pub fn imagine_flash(
             }
         }
         let srl_eps = Tensor::from_vec(randn(rng, b * per), xshape.clone(), dev)?;
+        let real = match (o.adversarial, dataset) {
+            (Some(_), Some(ds)) => Some(Tensor::from_vec(ds.batch(rng, b).0, xshape.clone(), dev)?),
+            _ => None,
+        };
         let draw = IterDraw {
             noise,
             labels,
@@ -164,6 +178,7 @@ pub fn imagine_flash(
             x0_data,
             forward_eps,
             srl_eps,
+            real,
         };
         imagine_flash::loss(
             ops,
