@@ -352,9 +352,10 @@ pub struct ValidateArgs {
     #[arg(long)]
     pub reference: Option<PathBuf>,
     /// runtimes to check, comma separated: tract, ort-cpu, ort-cuda, ort-tensorrt, candle (the
-    /// eager reference rerun from the export's model directory)
-    #[arg(long, default_value = "tract,ort-cpu", value_delimiter = ',')]
-    pub runtimes: Vec<String>,
+    /// eager reference rerun from the export's model directory); default: what this machine has
+    /// (tract, and ort-cpu when ONNX Runtime is found). A runtime named here must load.
+    #[arg(long, value_delimiter = ',')]
+    pub runtimes: Option<Vec<String>>,
     /// named tolerance level: exact, close, approximate, very-approximate, at the export's
     /// precision (default fp32: atol 1e-4, rtol 0; fp16: approximate, atol = rtol = 1e-2)
     #[arg(long)]

@@ -256,8 +256,24 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 bisect: a.bisect,
                 golden: a.golden.clone(),
             };
+            let runtimes = match &a.runtimes {
+                Some(r) => r.clone(),
+                None => {
+                    let r = validation::installed_runtimes();
+                    if !a.json {
+                        println!(
+                            "runtimes: {} (this machine's; --runtimes to name others)",
+                            r.join(", ")
+                        );
+                        if !r.iter().any(|x| x == "ort-cpu") {
+                            println!("{}", validation::ORT_NOT_INSTALLED);
+                        }
+                    }
+                    r
+                }
+            };
             let mut r =
-                validation::validate_with(&a.graph, a.reference.as_deref(), &a.runtimes, &opts)?;
+                validation::validate_with(&a.graph, a.reference.as_deref(), &runtimes, &opts)?;
             if a.allow_missing {
                 let ran: Vec<&validation::RuntimeReport> = r
                     .runtimes

@@ -502,6 +502,20 @@ fn run_one(
     Ok(report)
 }
 
+/// The runtimes this machine has, for a validate that names none: tract (built in) always, ONNX
+/// Runtime CPU when its library is found. A runtime named explicitly must load (exit 2 if not).
+pub fn installed_runtimes() -> Vec<String> {
+    let mut v = vec!["tract".to_string()];
+    if flashctl_validate::find_ort_library().is_ok() {
+        v.push("ort-cpu".into());
+    }
+    v
+}
+
+/// What an absent ONNX Runtime means, for reports that list it instead of running it.
+pub const ORT_NOT_INSTALLED: &str =
+    "ort-cpu: not installed (scripts/setup.sh or `pip install onnxruntime==1.31.1` + ORT_DYLIB_PATH)";
+
 /// A tolerance as a person writes it: 0, 1e-4, 0.01.
 pub fn number(v: f64) -> String {
     if v == 0.0 {

@@ -884,3 +884,46 @@ fn bundle_verify_refuses_a_reference_output_it_cannot_compare() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("ghost"), "{err}");
 }
+
+#[test]
+fn validate_by_default_checks_what_this_machine_has_and_a_named_runtime_must_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = teacher(tmp.path(), "teacher", "10");
+    let graph = tmp.path().join("g/model.onnx");
+    ok(&[
+        "export",
+        "--model",
+        s(&t),
+        "--steps",
+        "2",
+        "--out",
+        s(&graph),
+    ]);
+    let without_ort = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_flashctl"))
+            .args(args)
+            .env(
+                "ORT_DYLIB_PATH",
+                tmp.path().join("no-such-libonnxruntime.so"),
+            )
+            .output()
+            .unwrap()
+    };
+    let o = without_ort(&["validate", s(&graph)]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(stdout.contains("runtimes: tract "), "{stdout}");
+    assert!(stdout.contains("ort-cpu: not installed"), "{stdout}");
+    assert!(!stdout.contains("FAIL"), "{stdout}");
+    let o = without_ort(&["validate", s(&graph), "--runtimes", "tract,ort-cpu"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
