@@ -288,11 +288,15 @@ pub fn prepare_out(out: &Path, force: bool) -> Result<()> {
     if force {
         return Ok(());
     }
+    let manifest_text = std::fs::read_to_string(dir.join(MANIFEST_FILE)).ok();
+    let is_bundle = manifest_text
+        .as_deref()
+        .is_some_and(|t| t.contains("\"engines\""));
     let earlier_export = out.exists() || {
         let graph = out.file_name().unwrap_or_default().to_string_lossy();
-        std::fs::read_to_string(dir.join(MANIFEST_FILE))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        manifest_text
+            .as_deref()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
             .is_some_and(|m| m["graph"].as_str() == Some(&graph) && m.get("engines").is_none())
     };
     if earlier_export {
@@ -302,11 +306,10 @@ pub fn prepare_out(out: &Path, force: bool) -> Result<()> {
         ))
         .into());
     }
-    let foreign = ["config.json", "train_state.json", "index.json"]
-        .iter()
-        .any(|f| dir.join(f).exists())
-        || std::fs::read_to_string(dir.join(MANIFEST_FILE))
-            .is_ok_and(|t| t.contains("\"engines\""));
+    let foreign = is_bundle
+        || crate::out_dir::MODEL_OR_PAIRS_MARKERS
+            .iter()
+            .any(|f| dir.join(f).exists());
     if foreign {
         return Err(BadInput(format!(
             "--out {}: {} holds {}; an export is not mixed into it (--force to write there anyway)",

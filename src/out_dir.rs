@@ -39,6 +39,10 @@ const FLASHCTL_MARKERS: &[&str] = &[
     "featurenet.json",
 ];
 
+/// Files that mark a model (teacher, student), a training run in progress or a pairs set: the
+/// inputs that exports and reports are never mixed into.
+pub const MODEL_OR_PAIRS_MARKERS: &[&str] = &["config.json", "train_state.json", "index.json"];
+
 /// What a non-empty directory holds, for the refusal message.
 pub fn describe(dir: &Path) -> String {
     let read = |f: &str| -> Option<serde_json::Value> {

@@ -5,23 +5,17 @@
 
 mod common;
 use common::{fails, flashctl, ok, s};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-fn teacher(dir: &Path, name: &str, iters: &str) -> PathBuf {
-    let t = dir.join(name);
-    ok(&[
-        "teacher",
-        "train",
-        "--dataset",
-        "two-moons",
-        "--preset",
-        "tiny",
-        "--iters",
-        iters,
-        "--out",
-        s(&t),
-    ]);
-    t
+use common::tiny_teacher_at as teacher;
+
+/// `ok` / `fails` for argument lists built as owned strings.
+fn ok_owned(a: &[String]) -> String {
+    ok(&a.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+fn fails_owned(a: &[String]) -> (i32, String) {
+    fails(&a.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 fn entries(dir: &Path) -> Vec<String> {
@@ -61,7 +55,7 @@ fn earlier_work_is_not_overwritten_unless_forced() {
         a.iter().map(|x| x.to_string()).collect::<Vec<_>>()
     };
     let args = train_again(&[]);
-    let (code, err) = fails(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let (code, err) = fails_owned(&args);
     assert_eq!(code, 2);
     assert!(
         err.contains("already holds a teacher model") && err.contains("--force"),
@@ -86,11 +80,11 @@ fn earlier_work_is_not_overwritten_unless_forced() {
         a.extend(extra);
         a.iter().map(|x| x.to_string()).collect::<Vec<_>>()
     };
-    let run = |a: Vec<String>| ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let run = |a: Vec<String>| ok_owned(&a);
     run(distill("2", &[]));
     std::fs::create_dir_all(student.join("eval")).unwrap();
     let a = distill("1", &[]);
-    let (code, err) = fails(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let (code, err) = fails_owned(&a);
     assert_eq!(code, 2);
     assert!(err.contains("a student model"), "{err}");
     run(distill("1", &["--force"]));
@@ -186,7 +180,7 @@ fn earlier_work_is_not_overwritten_unless_forced() {
     };
     run(build(&[]));
     let a = build(&[]);
-    let (code, err) = fails(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let (code, err) = fails_owned(&a);
     assert_eq!(code, 2);
     assert!(err.contains("a deployment bundle"), "{err}");
     run(build(&["--force"]));
@@ -244,7 +238,7 @@ fn earlier_work_is_not_overwritten_unless_forced() {
     run(gen("16", &[]));
     run(gen("16", &[]));
     let a = gen("32", &[]);
-    let (code, err) = fails(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let (code, err) = fails_owned(&a);
     assert_eq!(code, 2);
     assert!(err.contains("--force"), "{err}");
     run(gen("32", &["--force"]));
@@ -273,8 +267,7 @@ fn a_resume_must_be_the_run_it_continues() {
     };
     let refused = |extra: &[&str], needle: &str| {
         let a = resume(extra);
-        let a: Vec<&str> = a.iter().map(String::as_str).collect();
-        let (code, err) = fails(&a);
+        let (code, err) = fails_owned(&a);
         assert_eq!(code, 2, "{a:?}");
         assert!(err.contains(needle), "{a:?}: {err}");
     };
@@ -290,7 +283,7 @@ fn a_resume_must_be_the_run_it_continues() {
             _ => x,
         })
         .collect();
-    let (code, err) = fails(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let (code, err) = fails_owned(&a);
     assert_eq!(code, 2);
     assert!(err.contains("--dataset two-moons"), "{err}");
     let a: Vec<String> = resume(&[])
@@ -300,7 +293,7 @@ fn a_resume_must_be_the_run_it_continues() {
             _ => x,
         })
         .collect();
-    let (code, err) = fails(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let (code, err) = fails_owned(&a);
     assert_eq!(code, 2);
     assert!(err.contains("architecture"), "{err}");
     assert_eq!(
@@ -310,7 +303,7 @@ fn a_resume_must_be_the_run_it_continues() {
     );
     // the same run with more iterations continues
     let a = resume(&[]);
-    let out = ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = ok_owned(&a);
     assert!(out.contains("trained 30 iters"), "{out}");
     // --resume where nothing was trained
     let (code, err) = fails(&[
@@ -873,11 +866,7 @@ fn bundle_verify_refuses_a_reference_output_it_cannot_compare() {
     let manifest_path = bundle.join("manifest.json");
     let mut m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
-    use sha2::Digest;
-    let sha: String = sha2::Sha256::digest(std::fs::read(&reference).unwrap())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let sha = flashctl::checkpoint::sha256_hex(&std::fs::read(&reference).unwrap());
     m["files"]["onnx/reference.safetensors"] = sha.into();
     std::fs::write(&manifest_path, serde_json::to_string_pretty(&m).unwrap()).unwrap();
     let (code, err) = fails(&["bundle", "verify", s(&bundle), "--runs", "1"]);

@@ -299,21 +299,20 @@ pub fn trajectory_timesteps(t: usize, m: usize) -> Vec<usize> {
     v
 }
 
-/// Trajectory target: the teacher's M-step DDIM (eta 0) solution from each sample's state.
-pub fn trajectory_target(
-    teacher_sample: &TeacherSampleFn,
-    schedule: &ScheduleConfig,
+/// `f(key, rows of x, their labels)` once per distinct key of `keys` (one teacher run per
+/// timestep or step index, not per sample), reassembled in the original row order.
+fn per_group(
+    keys: &[usize],
     x: &Tensor,
-    t_of: &[usize],
-    m: usize,
     labels: Option<&Tensor>,
+    mut f: impl FnMut(usize, &Tensor, Option<&Tensor>) -> Result<Tensor>,
 ) -> Result<Tensor> {
-    let mut out: Vec<Option<Tensor>> = vec![None; t_of.len()];
-    let mut distinct: Vec<usize> = t_of.to_vec();
+    let mut out: Vec<Option<Tensor>> = vec![None; keys.len()];
+    let mut distinct: Vec<usize> = keys.to_vec();
     distinct.sort_unstable();
     distinct.dedup();
-    for t in distinct {
-        let rows: Vec<usize> = (0..t_of.len()).filter(|&b| t_of[b] == t).collect();
+    for key in distinct {
+        let rows: Vec<usize> = (0..keys.len()).filter(|&b| keys[b] == key).collect();
         let ix = Tensor::from_vec(
             rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
             rows.len(),
@@ -321,9 +320,7 @@ pub fn trajectory_target(
         )?;
         let xr = x.index_select(&ix, 0)?;
         let lr = labels.map(|l| l.index_select(&ix, 0)).transpose()?;
-        let plan = chain_plan(schedule, &trajectory_timesteps(t, m), false)
-            .map_err(|e| anyhow!("teacher trajectory from t={t}: {e}"))?;
-        let y = teacher_sample(&plan, &xr, lr.as_ref())?;
+        let y = f(key, &xr, lr.as_ref())?;
         for (k, &r) in rows.iter().enumerate() {
             out[r] = Some(y.narrow(0, k, 1)?);
         }
@@ -333,6 +330,26 @@ pub fn trajectory_target(
         .map(|r| r.expect("every row filled"))
         .collect();
     Ok(Tensor::cat(&rows, 0)?)
+}
+
+/// The teacher's M-step DDIM (eta 0) plan from t to x0.
+pub fn trajectory_plan(schedule: &ScheduleConfig, t: usize, m: usize) -> Result<SamplerPlan> {
+    chain_plan(schedule, &trajectory_timesteps(t, m), false)
+        .map_err(|e| anyhow!("teacher trajectory from t={t}: {e}"))
+}
+
+/// Trajectory target: the teacher's M-step DDIM (eta 0) solution from each sample's state.
+pub fn trajectory_target(
+    teacher_sample: &TeacherSampleFn,
+    schedule: &ScheduleConfig,
+    x: &Tensor,
+    t_of: &[usize],
+    m: usize,
+    labels: Option<&Tensor>,
+) -> Result<Tensor> {
+    per_group(t_of, x, labels, |t, xr, lr| {
+        teacher_sample(&trajectory_plan(schedule, t, m)?, xr, lr)
+    })
 }
 
 /// The teacher's DDIM timesteps over one segment t -> t_next: `m` evenly spaced values from t
@@ -346,6 +363,29 @@ pub fn segment_timesteps(t: usize, t_next: usize, m: usize) -> Vec<usize> {
     v.push(t_next);
     v.dedup();
     v
+}
+
+/// Teacher DDIM steps for a run over `span` timesteps: `m` scaled by the share of the schedule
+/// it covers, at least 1.
+pub fn scaled_steps(m: usize, span: usize, schedule: &ScheduleConfig) -> usize {
+    let last = schedule.num_train_timesteps - 1;
+    (m * span).div_ceil(last.max(1)).max(1)
+}
+
+/// The teacher's DDIM plan over one segment t -> t_next (~`m` steps over the whole schedule),
+/// stopping at t_next: the plan's last step, which would go on to x0, is dropped.
+pub fn segment_plan(
+    schedule: &ScheduleConfig,
+    t: usize,
+    t_next: usize,
+    m: usize,
+) -> Result<SamplerPlan> {
+    let ts = segment_timesteps(t, t_next, scaled_steps(m, t - t_next, schedule));
+    let mut seg = chain_plan(schedule, &ts, false)
+        .map_err(|e| anyhow!("teacher segment {t} -> {t_next}: {e}"))?;
+    seg.steps.pop();
+    seg.timesteps.pop();
+    Ok(seg)
 }
 
 /// (P, Q) with next = P x + Q x0 for step `i` of the student's plan: the x0 a step must predict
@@ -374,10 +414,15 @@ pub fn step_inverse(plan: &SamplerPlan, i: usize) -> Result<(f32, f32)> {
     Ok((p, q))
 }
 
+/// The x0 that moves `x` to `next` at step `i` of `plan` ([`step_inverse`]).
+pub fn x0_for_step(plan: &SamplerPlan, i: usize, x: &Tensor, next: &Tensor) -> Result<Tensor> {
+    let (p, q) = step_inverse(plan, i)?;
+    Ok(((next - (x * p as f64)?)? * (1.0 / q as f64))?)
+}
+
 /// Segment target: for a sample at step i (state x, timestep t_i), the teacher's ODE over
-/// t_i -> t_{i+1} with about `m` * (t_i - t_{i+1}) / T DDIM steps (at least 1), read back as the
-/// x0 the student's step needs to land on it; at the last step, the teacher's M-step solution.
-#[allow(clippy::too_many_arguments)]
+/// t_i -> t_{i+1} ([`segment_plan`]), read back as the x0 the student's step needs to land on
+/// it; at the last step, the teacher's M-step solution.
 pub fn segment_target(
     teacher_sample: &TeacherSampleFn,
     schedule: &ScheduleConfig,
@@ -387,48 +432,15 @@ pub fn segment_target(
     m: usize,
     labels: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let last_t = schedule.num_train_timesteps - 1;
     let k = plan.steps.len();
-    let mut out: Vec<Option<Tensor>> = vec![None; idx.len()];
-    let mut distinct: Vec<usize> = idx.to_vec();
-    distinct.sort_unstable();
-    distinct.dedup();
-    for i in distinct {
-        let rows: Vec<usize> = (0..idx.len()).filter(|&b| idx[b] == i).collect();
-        let ix = Tensor::from_vec(
-            rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
-            rows.len(),
-            x.device(),
-        )?;
-        let xr = x.index_select(&ix, 0)?;
-        let lr = labels.map(|l| l.index_select(&ix, 0)).transpose()?;
+    per_group(idx, x, labels, |i, xr, lr| {
         let t = plan.steps[i].t;
-        let y = if i + 1 == k {
-            let plan0 = chain_plan(schedule, &trajectory_timesteps(t, m), false)
-                .map_err(|e| anyhow!("teacher trajectory from t={t}: {e}"))?;
-            teacher_sample(&plan0, &xr, lr.as_ref())?
-        } else {
-            let t_next = plan.steps[i + 1].t;
-            let sub = (m * (t - t_next)).div_ceil(last_t.max(1)).max(1);
-            let ts = segment_timesteps(t, t_next, sub);
-            let mut seg = chain_plan(schedule, &ts, false)
-                .map_err(|e| anyhow!("teacher segment {t} -> {t_next}: {e}"))?;
-            // the plan's last step would go on to x0: stop at t_next
-            seg.steps.pop();
-            seg.timesteps.pop();
-            let x_next = teacher_sample(&seg, &xr, lr.as_ref())?;
-            let (p, q) = step_inverse(plan, i)?;
-            ((x_next - (&xr * p as f64)?)? * (1.0 / q as f64))?
-        };
-        for (j, &r) in rows.iter().enumerate() {
-            out[r] = Some(y.narrow(0, j, 1)?);
+        if i + 1 == k {
+            return teacher_sample(&trajectory_plan(schedule, t, m)?, xr, lr);
         }
-    }
-    let rows: Vec<Tensor> = out
-        .into_iter()
-        .map(|r| r.expect("every row filled"))
-        .collect();
-    Ok(Tensor::cat(&rows, 0)?)
+        let seg = segment_plan(schedule, t, plan.steps[i + 1].t, m)?;
+        x0_for_step(plan, i, xr, &teacher_sample(&seg, xr, lr)?)
+    })
 }
 
 pub fn mse(a: &Tensor, b: &Tensor) -> Result<Tensor> {

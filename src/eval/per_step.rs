@@ -3,10 +3,10 @@
 //! the error of its x0 against the teacher's ODE solution from that state, and of its next state
 //! against the teacher's ODE over the same segment t_i -> t_{i+1}. Says which step breaks.
 
-use crate::distill::imagine_flash::{segment_timesteps, step_inverse, trajectory_timesteps};
-use crate::sampler::{chain_plan, SamplerPlan};
+use crate::distill::imagine_flash::{scaled_steps, segment_plan, trajectory_plan, x0_for_step};
+use crate::sampler::SamplerPlan;
 use crate::teacher::Teacher;
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use serde::Serialize;
@@ -38,11 +38,6 @@ fn rms(x: &Tensor) -> Result<f64> {
     Ok(x.sqr()?.mean_all()?.to_scalar::<f32>()?.sqrt() as f64)
 }
 
-/// Teacher DDIM steps for a run from t: `m` scaled by the share of the schedule it covers.
-fn sub_steps(m: usize, span: usize, last: usize) -> usize {
-    (m * span).div_ceil(last.max(1)).max(1)
-}
-
 pub fn per_step(
     student: &Teacher,
     teacher: &Teacher,
@@ -53,7 +48,6 @@ pub fn per_step(
 ) -> Result<PerStepReport> {
     let plan = student.plan(None, None)?;
     let ts = teacher.schedule();
-    let last = ts.num_train_timesteps - 1;
     let mut shape = vec![count];
     shape.extend(student.sample_shape());
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -64,12 +58,7 @@ pub fn per_step(
         .map(|k| crate::distill::imagine_flash::random_labels(&mut rng, count, k, device))
         .transpose()?;
     let teacher_solution = |x: &Tensor, t: usize| -> Result<Tensor> {
-        let p = chain_plan(
-            ts,
-            &trajectory_timesteps(t, sub_steps(teacher_steps, t, last)),
-            false,
-        )
-        .map_err(|e| anyhow!("teacher from t={t}: {e}"))?;
+        let p = trajectory_plan(ts, t, scaled_steps(teacher_steps, t, ts))?;
         teacher.sample(&p, x, labels.as_ref())
     };
     let mut x = noise.clone();
@@ -87,21 +76,13 @@ pub fn per_step(
         let x0_teacher = teacher_solution(&x, s.t)?;
         let (next_t, t_next) = if i + 1 < k {
             let t_next = plan.steps[i + 1].t;
-            let mut seg = chain_plan(
-                ts,
-                &segment_timesteps(s.t, t_next, sub_steps(teacher_steps, s.t - t_next, last)),
-                false,
-            )
-            .map_err(|e| anyhow!("teacher segment {} -> {t_next}: {e}", s.t))?;
-            seg.steps.pop();
-            seg.timesteps.pop();
+            let seg = segment_plan(ts, s.t, t_next, teacher_steps)?;
             (teacher.sample(&seg, &x, labels.as_ref())?, t_next)
         } else {
             (x0_teacher.clone(), 0)
         };
         let x0_s = if i + 1 < k {
-            let (p, q) = step_inverse(&plan, i)?;
-            ((&next_s - (&x * p as f64)?)? * (1.0 / q as f64))?
+            x0_for_step(&plan, i, &x, &next_s)?
         } else {
             next_s.clone()
         };

@@ -124,7 +124,12 @@ pub fn s(p: &std::path::Path) -> &str {
 
 /// A two-moons MLP teacher trained for 60 iterations (seconds).
 pub fn tiny_teacher(dir: &std::path::Path) -> PathBuf {
-    let t = dir.join("teacher");
+    tiny_teacher_at(dir, "teacher", "60")
+}
+
+/// A tiny two-moons MLP teacher in `dir/name`, trained for `iters` iterations.
+pub fn tiny_teacher_at(dir: &std::path::Path, name: &str, iters: &str) -> PathBuf {
+    let t = dir.join(name);
     ok(&[
         "teacher",
         "train",
@@ -133,7 +138,7 @@ pub fn tiny_teacher(dir: &std::path::Path) -> PathBuf {
         "--preset",
         "tiny",
         "--iters",
-        "60",
+        iters,
         "--out",
         s(&t),
     ]);
