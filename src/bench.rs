@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 
 pub struct BenchOptions {
     pub model: PathBuf,
+    /// Steps of the model's exported sampler (none: its own).
+    pub steps: Option<usize>,
     pub teacher: Option<PathBuf>,
     pub teacher_steps: usize,
     pub runtime: String,
@@ -158,9 +160,14 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
     let scratch = crate::out_dir::ScratchDir::new("bench")?;
     let work = scratch.path();
     let student = checkpoint::load(&o.model, &Device::Cpu)?;
-    let k = student.config.sampler_plan(None, None)?.steps.len();
+    let k = student
+        .config
+        .sampler_plan(o.steps, None)
+        .map_err(|e| BadInput(format!("--steps: {e}")))?
+        .steps
+        .len();
     let g_student = work.join("student/model.onnx");
-    export::export(&o.model, None, None, o.precision, &g_student)?;
+    export::export(&o.model, o.steps, None, o.precision, &g_student)?;
     let g_call = work.join("student_call/model.onnx");
     export::export_denoiser(&o.model, o.precision, &g_call)?;
     let teacher = match &o.teacher {

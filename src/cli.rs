@@ -15,6 +15,28 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Parses a command line (program name first) as `main` does, with `DistillArgs::given` filled
+/// from the flags the line names (the demo runs its stages through this too).
+pub fn parse_from<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().try_get_matches_from(args)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    if let (Command::Distill(a), Some(("distill", m))) = (&mut cli.command, matches.subcommand()) {
+        a.given = m
+            .ids()
+            .filter(|id| {
+                m.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine)
+            })
+            .map(|id| id.to_string())
+            .collect();
+    }
+    Ok(cli)
+}
+
 #[derive(Subcommand, Debug)]
 #[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
@@ -137,6 +159,10 @@ pub struct BenchArgs {
     /// the student (or any model) whose exported sampler graph is benchmarked
     #[arg(long)]
     pub model: PathBuf,
+    /// sampler steps of --model's graph (default: the model's own; a teacher can be benchmarked
+    /// at any count, a distilled student only at its own)
+    #[arg(long, value_parser = range::positive)]
+    pub steps: Option<usize>,
     /// a teacher to compare against, run step by step
     #[arg(long)]
     pub teacher: Option<PathBuf>,
@@ -393,6 +419,10 @@ pub struct ValidateArgs {
     /// print the report as JSON
     #[arg(long)]
     pub json: bool,
+    /// also write the report as JUnit XML (one test case per runtime x output) to FILE, for CI
+    /// systems that show test reports natively
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -400,15 +430,34 @@ pub struct DemoArgs {
     /// folder the demo writes (its own: rerunning replaces it)
     #[arg(long, default_value = "runs/demo")]
     pub out: PathBuf,
-    /// built-in dataset of the teacher
+    /// built-in dataset of the teacher (`fashion-mnist` runs the image version)
     #[arg(long, default_value = "checkerboard")]
     pub dataset: String,
-    /// teacher iterations (default: the preset's)
+    /// folder of the Fashion-MNIST IDX files (default: Debian's dataset-fashion-mnist)
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// teacher iterations (default: the small preset's)
     #[arg(long, value_parser = range::positive)]
     pub iters: Option<usize>,
     /// seed of the teacher
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// where trained teachers are kept between demos (one per dataset, iterations, seed)
+    #[arg(long, default_value = "runs/cache")]
+    pub cache: PathBuf,
+    /// iterations of each student (default: each method's)
+    #[arg(long, value_parser = range::positive)]
+    pub student_iters: Option<usize>,
+    /// teacher pairs KDM trains on (default: 20000 for 2-D data, 2048 for images)
+    #[arg(long, value_parser = range::positive)]
+    pub pairs: Option<usize>,
+    /// samples per model in the quality comparison (default: 20000 for 2-D data, 1000 for
+    /// images)
+    #[arg(long, value_parser = range::eval_count)]
+    pub count: Option<usize>,
+    /// timed runs per batch size in the speed comparison
+    #[arg(long, default_value_t = 10, value_parser = range::positive)]
+    pub runs: usize,
 }
 
 /// `distill` options that belong to one method only: naming one with the other method is

@@ -16,6 +16,7 @@ pub mod eager_runtime;
 pub mod eval;
 pub mod export;
 pub mod fsx;
+pub mod junit;
 pub mod models;
 pub mod network;
 pub mod optimizer;

@@ -1,4 +1,3 @@
-use clap::{CommandFactory, FromArgMatches};
 use flashctl::cli::{Cli, Command, TeacherCommand};
 use flashctl::sampler::SamplerKind;
 use flashctl::validation::BadInput;
@@ -287,6 +286,9 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             } else {
                 validation::print_table(&r);
             }
+            if let Some(path) = &a.junit {
+                flashctl::junit::write(path, &r)?;
+            }
             if let Some(x) = r.runtimes.iter().find(|x| x.status == "refused") {
                 return Err(BadInput(format!(
                     "{} could not load {}: {}",
@@ -371,6 +373,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Bench(a) => {
             let r = flashctl::bench::bench(&flashctl::bench::BenchOptions {
                 model: a.model,
+                steps: a.steps,
                 teacher: a.teacher,
                 teacher_steps: a.teacher_steps,
                 runtime: a.runtime,
@@ -429,18 +432,7 @@ fn parse() -> Result<Cli, ExitCode> {
         eprintln!("{}", first.join(" "));
         ExitCode::from(2)
     };
-    let matches = Cli::command().try_get_matches().map_err(usage_error)?;
-    let mut cli = Cli::from_arg_matches(&matches).map_err(usage_error)?;
-    if let (Command::Distill(a), Some(("distill", m))) = (&mut cli.command, matches.subcommand()) {
-        a.given = m
-            .ids()
-            .filter(|id| {
-                m.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine)
-            })
-            .map(|id| id.to_string())
-            .collect();
-    }
-    Ok(cli)
+    flashctl::cli::parse_from(std::env::args_os()).map_err(usage_error)
 }
 
 fn main() -> ExitCode {

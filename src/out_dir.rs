@@ -37,6 +37,7 @@ const FLASHCTL_MARKERS: &[&str] = &[
     "bench.json",
     "eval.json",
     "featurenet.json",
+    "summary.json",
 ];
 
 /// Files that mark a model (teacher, student), a training run in progress or a pairs set: the

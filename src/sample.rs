@@ -112,7 +112,7 @@ pub fn write_png(x: &Tensor, png: &Path) -> Result<()> {
     let flat = x.flatten_all()?.to_vec1::<f32>()?;
     if dims.len() == 2 && dims[1] == 2 {
         let pts: Vec<[f32; 2]> = flat.chunks(2).map(|c| [c[0], c[1]]).collect();
-        crate::plot::scatter(png, &pts, &[])?;
+        crate::plot::scatter(png, "samples", &pts, &[])?;
     } else if dims.len() == 4 {
         let cols = (dims[0] as f64).sqrt().ceil() as usize;
         crate::plot::image_grid(png, &flat, [dims[0], dims[1], dims[2], dims[3]], cols)?;

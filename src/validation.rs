@@ -644,6 +644,11 @@ pub fn print_table(r: &ValidationReport) {
         .filter(|x| x.status == "unavailable")
         .map(|x| x.runtime.as_str())
         .collect();
+    let ran_passed = r
+        .runtimes
+        .iter()
+        .filter(|x| x.status != "unavailable")
+        .all(|x| x.status == "pass");
     match (r.passed, unavailable.is_empty()) {
         (true, true) => println!("result: PASS"),
         (true, false) => println!(
@@ -651,7 +656,15 @@ pub fn print_table(r: &ValidationReport) {
             unavailable.join(", ")
         ),
         (false, true) => println!("result: FAIL"),
-        (false, false) => println!("result: FAIL ({} unavailable)", unavailable.join(", ")),
+        // nothing failed that ran: the verdict is that the run is incomplete, not a failure
+        (false, false) if ran_passed => println!(
+            "result: INCOMPLETE ({} not installed; everything that ran passed)",
+            unavailable.join(", ")
+        ),
+        (false, false) => println!(
+            "result: FAIL (and {} not installed)",
+            unavailable.join(", ")
+        ),
     }
 }
 

@@ -319,10 +319,15 @@ fn write_png(
         let pts: Vec<[f32; 2]> = flat(x)?.chunks(2).map(|c| [c[0], c[1]]).collect();
         let refp: Vec<[f32; 2]> = reference.chunks(2).map(|c| [c[0], c[1]]).collect();
         let p = dir.join("samples_vs_data.png");
-        crate::plot::scatter(&p, &pts, &refp)?;
+        crate::plot::scatter(&p, "samples over the data", &pts, &refp)?;
         if let Some(t) = teacher {
             let tp: Vec<[f32; 2]> = flat(t)?.chunks(2).map(|c| [c[0], c[1]]).collect();
-            crate::plot::scatter(&dir.join("teacher_vs_data.png"), &tp, &refp)?;
+            crate::plot::scatter(
+                &dir.join("teacher_vs_data.png"),
+                "teacher samples over the data",
+                &tp,
+                &refp,
+            )?;
         }
         return Ok(Some(p));
     }
