@@ -11,6 +11,7 @@
 //! Every kernel is deterministic: work is split over independent (batch, channel) or row chunks,
 //! each reduced in a fixed order, so a resumed run stays bit-exact whatever the thread count.
 
+use crate::simd::multiversion;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -496,15 +497,19 @@ struct GroupNormBackward(GroupNorm);
 /// Per (batch, group) mean and 1/std of `x` (batch-major, `per` values per group), two passes
 /// with f64 lane accumulators (independent chains, so the loops vectorise; fixed order).
 fn group_stats(x: &[f32], per: usize, eps: f32) -> Vec<(f32, f32)> {
-    x.par_chunks(per)
-        .map(|g| {
-            let mean = lanes_sum_f64(g, |v| v as f64) / per as f64;
-            let var = lanes_sum_f64(g, |v| (v as f64 - mean) * (v as f64 - mean)) / per as f64;
-            (mean as f32, (1.0 / (var + eps as f64).sqrt()) as f32)
-        })
-        .collect()
+    x.par_chunks(per).map(|g| mean_rstd(g, eps)).collect()
 }
 
+multiversion! {
+    fn mean_rstd(g: &[f32], eps: f32) -> (f32, f32) {
+        let per = g.len() as f64;
+        let mean = lanes_sum_f64(g, |v| v as f64) / per;
+        let var = lanes_sum_f64(g, |v| (v as f64 - mean) * (v as f64 - mean)) / per;
+        (mean as f32, (1.0 / (var + eps as f64).sqrt()) as f32)
+    }
+}
+
+#[inline(always)]
 fn lanes_sum_f64(v: &[f32], f: impl Fn(f32) -> f64) -> f64 {
     let mut acc = [0f64; LANES];
     let mut chunks = v.chunks_exact(LANES);
@@ -516,8 +521,137 @@ fn lanes_sum_f64(v: &[f32], f: impl Fn(f32) -> f64) -> f64 {
     acc.iter().sum::<f64>() + chunks.remainder().iter().map(|&x| f(x)).sum::<f64>()
 }
 
+/// 1 / (1 + e^-v) through [`exp_nonpositive`] of -|v| (no overflow either side, branch-free, so
+/// loops over it vectorise; libm's expf is a scalar call).
+#[inline(always)]
 fn sigmoid(v: f32) -> f32 {
-    1.0 / (1.0 + (-v).exp())
+    let e = exp_nonpositive(-v.abs());
+    let r = 1.0 / (1.0 + e);
+    if v >= 0.0 {
+        r
+    } else {
+        e * r
+    }
+}
+
+/// Elements per rayon task of the elementwise kernels (SiLU): large enough that each task is
+/// one vectorised loop, small enough to balance two to a few dozen threads.
+const ELEMENTWISE_CHUNK: usize = 16 * 1024;
+
+multiversion! {
+    fn silu_chunk(x: &[f32], out: &mut [f32]) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = v * sigmoid(v);
+        }
+    }
+}
+
+multiversion! {
+    fn silu_backward_chunk(x: &[f32], dy: &[f32], out: &mut [f32]) {
+        for ((o, &v), &g) in out.iter_mut().zip(x).zip(dy) {
+            let s = sigmoid(v);
+            *o = g * (s + v * s * (1.0 - s));
+        }
+    }
+}
+
+multiversion! {
+    /// One (batch, group) of the forward: y = x * scale_c + shift_c per channel, SiLU after it
+    /// when `silu`.
+    fn group_norm_forward_group(
+        dst: &mut [f32],
+        src: &[f32],
+        scale_shift: &[(f32, f32)],
+        spatial: usize,
+        silu: bool,
+    ) {
+        for (ci, &(scale, shift)) in scale_shift.iter().enumerate() {
+            let range = ci * spatial..(ci + 1) * spatial;
+            let (d, x) = (&mut dst[range.clone()], &src[range]);
+            if silu {
+                for (d, &s) in d.iter_mut().zip(x) {
+                    let y = s * scale + shift;
+                    *d = y * sigmoid(y);
+                }
+            } else {
+                for (d, &s) in d.iter_mut().zip(x) {
+                    *d = s * scale + shift;
+                }
+            }
+        }
+    }
+}
+
+/// x̂ and dy (the gradient at the norm's output, through the SiLU when fused) of one element.
+#[inline(always)]
+fn group_norm_dy(x: f32, dz: f32, mean: f32, rstd: f32, w: f32, b: f32, silu: bool) -> (f32, f32) {
+    let xhat = (x - mean) * rstd;
+    let dy = if silu {
+        let y = xhat * w + b;
+        let s = sigmoid(y);
+        dz * (s + y * s * (1.0 - s))
+    } else {
+        dz
+    };
+    (xhat, dy)
+}
+
+multiversion! {
+    /// One (batch, group) of the backward: dx into `dxg`, this group's dweight / dbias per
+    /// channel into `dw` / `db` (w, b: the group's channels). Sums in f64 over fixed lanes.
+    #[allow(clippy::too_many_arguments)]
+    fn group_norm_backward_group(
+        dxg: &mut [f32],
+        xg: &[f32],
+        dzg: &[f32],
+        stats: (f32, f32),
+        w: &[f32],
+        b: &[f32],
+        spatial: usize,
+        silu: bool,
+        dw: &mut [f64],
+        db: &mut [f64],
+    ) {
+        let (mean, rstd) = stats;
+        // 1. dy into dxg as dx̂ = dy * w, the dweight/dbias partials, the two group sums
+        let (mut sum_dxhat, mut sum_dxhat_xhat) = ([0f64; LANES], [0f64; LANES]);
+        for ci in 0..w.len() {
+            let (wc, bc) = (w[ci], b[ci]);
+            let (mut aw, mut ab) = ([0f64; LANES], [0f64; LANES]);
+            let range = ci * spatial..(ci + 1) * spatial;
+            let (d, x, z) = (&mut dxg[range.clone()], &xg[range.clone()], &dzg[range]);
+            let mut lane = |l: usize, d: &mut f32, x: f32, z: f32| {
+                let (xhat, dy) = group_norm_dy(x, z, mean, rstd, wc, bc, silu);
+                aw[l] += (dy * xhat) as f64;
+                ab[l] += dy as f64;
+                let dxhat = dy * wc;
+                sum_dxhat[l] += dxhat as f64;
+                sum_dxhat_xhat[l] += (dxhat * xhat) as f64;
+                *d = dxhat;
+            };
+            let mut dc = d.chunks_exact_mut(LANES);
+            let (mut xc, mut zc) = (x.chunks_exact(LANES), z.chunks_exact(LANES));
+            for ((dl, xl), zl) in (&mut dc).zip(&mut xc).zip(&mut zc) {
+                for l in 0..LANES {
+                    lane(l, &mut dl[l], xl[l], zl[l]);
+                }
+            }
+            let tail = dc.into_remainder().iter_mut();
+            for ((dl, &xl), &zl) in tail.zip(xc.remainder()).zip(zc.remainder()) {
+                lane(0, dl, xl, zl);
+            }
+            dw[ci] = aw.iter().sum();
+            db[ci] = ab.iter().sum();
+        }
+        // 2. dx = rstd * (dx̂ - mean(dx̂) - x̂ * mean(dx̂ * x̂))
+        let per = xg.len() as f64;
+        let m1 = (sum_dxhat.iter().sum::<f64>() / per) as f32;
+        let m2 = (sum_dxhat_xhat.iter().sum::<f64>() / per) as f32;
+        for (d, &xv) in dxg.iter_mut().zip(xg) {
+            let xhat = (xv - mean) * rstd;
+            *d = rstd * (*d - m1 - xhat * m2);
+        }
+    }
 }
 
 struct GnDims {
@@ -583,15 +717,10 @@ impl CustomOp3 for GroupNorm {
             .for_each(|(bg, (dst, src))| {
                 let (mean, rstd) = stats[bg];
                 let g = bg % groups;
-                for ci in 0..dims.cpg {
-                    let c = g * dims.cpg + ci;
-                    let (scale, shift) = (rstd * w[c], b[c] - mean * rstd * w[c]);
-                    let range = ci * dims.spatial..(ci + 1) * dims.spatial;
-                    for (d, &s) in dst[range.clone()].iter_mut().zip(&src[range]) {
-                        let y = s * scale + shift;
-                        *d = if self.silu { y * sigmoid(y) } else { y };
-                    }
-                }
+                let scale_shift: Vec<(f32, f32)> = (g * dims.cpg..(g + 1) * dims.cpg)
+                    .map(|c| (rstd * w[c], b[c] - mean * rstd * w[c]))
+                    .collect();
+                group_norm_forward_group(dst, src, &scale_shift, dims.spatial, self.silu);
             });
         Ok((CpuStorage::F32(out), xl.shape().clone()))
     }
@@ -645,44 +774,21 @@ impl CustomOp3 for GroupNormBackward {
             .zip(x.par_chunks(per).zip(dz.par_chunks(per)))
             .enumerate()
             .map(|(bg, (dxg, (xg, dzg)))| {
-                let (mean, rstd) = stats[bg];
                 let g = bg % gn.groups;
                 let (mut dw, mut db) = (vec![0f64; dims.cpg], vec![0f64; dims.cpg]);
-                // 1. dy (through SiLU) into dxg, dweight/dbias partials, and the two group sums
-                let (mut sum_dxhat, mut sum_dxhat_xhat) = (0f64, 0f64);
-                for ci in 0..dims.cpg {
-                    let c = g * dims.cpg + ci;
-                    let range = ci * dims.spatial..(ci + 1) * dims.spatial;
-                    for ((d, &xv), &gz) in dxg[range.clone()]
-                        .iter_mut()
-                        .zip(&xg[range.clone()])
-                        .zip(&dzg[range])
-                    {
-                        let xhat = (xv - mean) * rstd;
-                        let dy = if gn.silu {
-                            let y = xhat * w[c] + b[c];
-                            let s = sigmoid(y);
-                            gz * (s + y * s * (1.0 - s))
-                        } else {
-                            gz
-                        };
-                        dw[ci] += (dy * xhat) as f64;
-                        db[ci] += dy as f64;
-                        let dxhat = dy * w[c];
-                        sum_dxhat += dxhat as f64;
-                        sum_dxhat_xhat += (dxhat * xhat) as f64;
-                        *d = dxhat;
-                    }
-                }
-                // 2. dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
-                let (m1, m2) = (
-                    (sum_dxhat / per as f64) as f32,
-                    (sum_dxhat_xhat / per as f64) as f32,
+                let channels = g * dims.cpg..(g + 1) * dims.cpg;
+                group_norm_backward_group(
+                    dxg,
+                    xg,
+                    dzg,
+                    stats[bg],
+                    &w[channels.clone()],
+                    &b[channels],
+                    dims.spatial,
+                    gn.silu,
+                    &mut dw,
+                    &mut db,
                 );
-                for (d, &xv) in dxg.iter_mut().zip(xg) {
-                    let xhat = (xv - mean) * rstd;
-                    *d = rstd * (*d - m1 - xhat * m2);
-                }
                 (dw, db)
             })
             .collect();
@@ -792,7 +898,10 @@ impl CustomOp1 for Silu {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_data(storage, layout, "silu")?;
-        let out: Vec<f32> = x.par_iter().map(|&v| v * sigmoid(v)).collect();
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(ELEMENTWISE_CHUNK)
+            .zip(x.par_chunks(ELEMENTWISE_CHUNK))
+            .for_each(|(o, x)| silu_chunk(x, o));
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 
@@ -818,14 +927,16 @@ impl candle_core::CustomOp2 for SiluBackward {
     ) -> Result<(CpuStorage, Shape)> {
         let x = f32_data(xs, xl, "silu backward")?;
         let dy = f32_data(gs, gl, "silu backward")?;
-        let out: Vec<f32> = x
-            .par_iter()
-            .zip(dy.par_iter())
-            .map(|(&v, &g)| {
-                let s = sigmoid(v);
-                g * (s + v * s * (1.0 - s))
-            })
-            .collect();
+        if x.len() != dy.len() {
+            bail!("silu backward: {} values, {} gradients", x.len(), dy.len());
+        }
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(ELEMENTWISE_CHUNK)
+            .zip(
+                x.par_chunks(ELEMENTWISE_CHUNK)
+                    .zip(dy.par_chunks(ELEMENTWISE_CHUNK)),
+            )
+            .for_each(|(o, (x, dy))| silu_backward_chunk(x, dy, o));
         Ok((CpuStorage::F32(out), xl.shape().clone()))
     }
 }
@@ -872,12 +983,22 @@ fn attention_probs(q: &[f32], k: &[f32], n: usize, m: usize, d: usize, scale: f3
         MatRef::transposed(&k[..m * d], d),
         1,
     );
-    for row in p.chunks_mut(m.max(1)).take(n) {
-        let max = lanes_max(row) * scale;
-        row.iter_mut()
-            .for_each(|s| *s = exp_nonpositive(*s * scale - max));
-        let inv = 1.0 / lanes_sum(row);
-        row.iter_mut().for_each(|s| *s *= inv);
+    softmax_rows(p, n, m, scale);
+}
+
+multiversion! {
+    /// Each of the first `n` rows of `p` ([n, m] scores) into softmax(scale * row).
+    fn softmax_rows(p: &mut [f32], n: usize, m: usize, scale: f32) {
+        for row in p.chunks_mut(m.max(1)).take(n) {
+            let max = lanes_max(row) * scale;
+            for s in row.iter_mut() {
+                *s = exp_nonpositive(*s * scale - max);
+            }
+            let inv = 1.0 / lanes_sum(row);
+            for s in row.iter_mut() {
+                *s *= inv;
+            }
+        }
     }
 }
 
@@ -885,6 +1006,7 @@ fn attention_probs(q: &[f32], k: &[f32], n: usize, m: usize, d: usize, scale: f3
 /// chain (a plain fold cannot be reordered, hence not vectorised). Fixed order: deterministic.
 const LANES: usize = 8;
 
+#[inline(always)]
 fn lanes_max(v: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; LANES];
     let mut chunks = v.chunks_exact(LANES);
@@ -899,6 +1021,7 @@ fn lanes_max(v: &[f32]) -> f32 {
         .fold(f32::NEG_INFINITY, f32::max)
 }
 
+#[inline(always)]
 fn lanes_sum(v: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let mut chunks = v.chunks_exact(LANES);
@@ -924,14 +1047,18 @@ fn exp_nonpositive(x: f32) -> f32 {
     // round to nearest by the 1.5 * 2^23 trick (`f32::round` is a libm call, which stops the
     // loop from vectorising)
     const ROUND: f32 = 12_582_912.0;
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let rounded = x * LOG2E + ROUND;
+    let n = rounded - ROUND;
     let f = (x - n * LN2_HI) - n * LN2_LO;
     let poly = 1.0
         + f * (1.0
             + f * (0.5
                 + f * (1.0 / 6.0 + f * (1.0 / 24.0 + f * (1.0 / 120.0 + f * (1.0 / 720.0))))));
-    // 2^n by building the exponent bits (n in [-126, 0] after the clamp)
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n by building the exponent bits (n in [-126, 0] after the clamp). n as an integer is
+    // read off `rounded`'s low mantissa bits: `n as i32` is a saturating, NaN-checking scalar
+    // conversion that kept this loop half scalar (measured with perf annotate).
+    let n_int = (rounded.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    let scale = f32::from_bits(((n_int + 127) as u32) << 23);
     poly * scale
 }
 

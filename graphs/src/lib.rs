@@ -83,6 +83,7 @@ pub mod ir;
 pub mod ops;
 pub mod prefixed;
 pub mod recording;
+pub(crate) mod simd;
 pub mod trace;
 
 pub use eager::{ConvImpl, EagerOps, Kernels};
