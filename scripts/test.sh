@@ -21,6 +21,6 @@ cargo run --release --quiet -- distill --teacher "$tmp/teacher" --steps 2 --iter
 cargo run --release --quiet -- export --model "$tmp/student" --out "$tmp/student_export/model.onnx" >/dev/null
 PYTHONPATH=.cache/py python3 scripts/check_export.py "$tmp/student_export/model.onnx"
 # the GPU machine's scripts (docs/gpu.md) cannot run here; they must at least parse
-for f in scripts/gpu_*.sh; do bash -n "$f"; done
-python3 -c 'import ast, sys; [ast.parse(open(f).read(), f) for f in sys.argv[1:]]' scripts/torch_peer.py scripts/gpu_collect.py scripts/gpu_report.py
+for f in scripts/gpu_*.sh scripts/against_torch_onnx.sh; do bash -n "$f"; done
+python3 -c 'import ast, sys; [ast.parse(open(f).read(), f) for f in sys.argv[1:]]' scripts/torch_peer.py scripts/torch_onnx_export.py scripts/gpu_collect.py scripts/gpu_report.py
 echo "scripts/test.sh: all checks passed"

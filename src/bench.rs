@@ -6,6 +6,7 @@
 //! `speedup` = teacher N-step latency / student graph latency (same runtime and batch);
 //! `unroll_overhead` = student K-step graph latency / (K x one student denoiser call).
 
+use crate::bench_against::{AgainstReport, OtherGraph};
 use crate::checkpoint;
 use crate::export::{self, Precision};
 use crate::sampler::{SamplerKind, StepPlan};
@@ -30,6 +31,8 @@ pub struct BenchOptions {
     pub out: Option<PathBuf>,
     /// Precision of every exported graph (student, student call, teacher call).
     pub precision: Precision,
+    /// Another exporter's graph of the same model, timed interleaved with flashctl's.
+    pub against: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -72,6 +75,8 @@ pub struct BenchReport {
     pub unroll_overhead: f64,
     pub per_batch: Vec<Ratio>,
     pub png: Option<String>,
+    /// `--against OTHER.onnx`
+    pub against: Option<AgainstReport>,
 }
 
 /// Milliseconds per run (the `latency_ms` object of every report).
@@ -83,7 +88,7 @@ pub struct Percentiles {
     pub mean: f64,
 }
 
-fn stats(batch: usize, t: Vec<f64>) -> Latency {
+pub(crate) fn stats(batch: usize, t: Vec<f64>) -> Latency {
     let q = |p: f64| flashctl_validate::percentile(&t, p);
     let p50 = q(0.5);
     Latency {
@@ -189,6 +194,41 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
         Some((_, g, _)) => Some(prepared(&o.runtime, g, &inputs_for(g, b0)?)?),
         None => None,
     };
+    // --against: read, paired with the flashctl graph of the same kind, checked on one input
+    let mut against = match &o.against {
+        Some(p) => {
+            let other = OtherGraph::read(p)?;
+            let (g_ours, rt_ours, what) = if other.is_denoiser_call() {
+                (&g_call, &mut rt_call, "denoiser call".to_string())
+            } else {
+                (
+                    &g_student,
+                    &mut rt_student,
+                    format!("{k}-step sampler graph"),
+                )
+            };
+            let ours_in = inputs_for(g_ours, b0)?;
+            let other_in = other.inputs_from(&ours_in, b0)?;
+            let mut rt_other = prepared(&o.runtime, p, &other_in)?;
+            let diff = crate::bench_against::difference(
+                rt_ours.as_mut(),
+                &ours_in,
+                rt_other.as_mut(),
+                &other_in,
+                p,
+            )?;
+            let nodes = flashctl_exporters::decode_model(&crate::fsx::read(g_ours)?)?
+                .graph
+                .map_or(0, |g| g.node.len());
+            Some((
+                other.is_denoiser_call(),
+                AgainstReport::new(&other, what, nodes, diff),
+                other,
+                rt_other,
+            ))
+        }
+        None => None,
+    };
     let (mut s_lat, mut c_lat, mut t_lat, mut ratios) = (vec![], vec![], vec![], vec![]);
     for &b in &o.batches {
         let si = inputs_for(&g_student, b)?;
@@ -205,6 +245,26 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
             }
             _ => None,
         };
+        if let Some((is_call, report, other, rt_other)) = against.as_mut() {
+            let (g_ours, rt_ours) = if *is_call {
+                (&g_call, &mut rt_call)
+            } else {
+                (&g_student, &mut rt_student)
+            };
+            let ours_in = inputs_for(g_ours, b)?;
+            let other_in = other.inputs_from(&ours_in, b)?;
+            report
+                .per_batch
+                .push(crate::bench_against::time_interleaved(
+                    rt_ours.as_mut(),
+                    &ours_in,
+                    rt_other.as_mut(),
+                    &other_in,
+                    o.warmup,
+                    o.runs,
+                    b,
+                )?);
+        }
         ratios.push(Ratio {
             batch: b,
             speedup: t.as_ref().map(|t| t.latency_ms.p50 / s.latency_ms.p50),
@@ -271,6 +331,7 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
         unroll_overhead: ratios[0].unroll_overhead,
         per_batch: ratios,
         png: png.map(|p| p.display().to_string()),
+        against: against.map(|(_, report, _, _)| report),
     };
     if let Some(out) = &o.out {
         let path = out.join("bench.json");
@@ -341,6 +402,9 @@ pub fn print(r: &BenchReport) {
                 .unwrap_or_else(|| "-".into()),
             ratio.unroll_overhead
         );
+    }
+    if let Some(a) = &r.against {
+        a.print();
     }
     if let Some(p) = &r.png {
         println!("latency plot: {p}");

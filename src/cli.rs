@@ -187,6 +187,11 @@ pub struct BenchArgs {
     /// fp32 or fp16 for every exported graph (see `export --precision`)
     #[arg(long, default_value = "fp32")]
     pub precision: String,
+    /// another ONNX graph of the same model (torch.onnx's export, ...), checked to compute the
+    /// same function and timed interleaved with flashctl's in the same runtime: one denoiser
+    /// call when it takes a timestep, else the whole sampler
+    #[arg(long)]
+    pub against: Option<PathBuf>,
     /// print the JSON report instead of the table
     #[arg(long)]
     pub json: bool,

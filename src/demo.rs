@@ -345,6 +345,7 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
             runs: args.runs,
             out: Some(out(&format!("bench/{name}"))),
             precision: export::Precision::Fp32,
+            against: None,
         })?;
         let speed: Vec<Speed> = b
             .per_batch

@@ -2,6 +2,7 @@
 //! ONNX graph, and validate it across runtimes. See docs/architecture.md for the crate map.
 
 pub mod bench;
+pub mod bench_against;
 pub mod bench_train;
 pub mod bisect;
 pub mod bundle;

@@ -382,6 +382,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 runs: a.runs,
                 out: a.out,
                 precision: a.precision.parse().map_err(BadInput)?,
+                against: a.against,
             })?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&r)?);

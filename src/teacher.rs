@@ -268,28 +268,8 @@ impl OnnxTeacher {
                 )
             })
         };
-        let dims = |v: &flashctl_exporters::pb::ValueInfoProto| -> (i32, Vec<Option<usize>>) {
-            use flashctl_exporters::pb::{
-                tensor_shape_proto::dimension::Value as D, type_proto::Value,
-            };
-            match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-                Some(Value::TensorType(tt)) => (
-                    tt.elem_type,
-                    tt.shape
-                        .as_ref()
-                        .map(|s| {
-                            s.dim
-                                .iter()
-                                .map(|d| match d.value {
-                                    Some(D::DimValue(n)) if n > 0 => Some(n as usize),
-                                    _ => None,
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                ),
-                _ => (0, vec![]),
-            }
+        let dims = |v: &flashctl_exporters::pb::ValueInfoProto| {
+            flashctl_exporters::summary::tensor_signature(v).unwrap_or((0, vec![]))
         };
         const FLOAT: i32 = 1;
         const INT64: i32 = 7;

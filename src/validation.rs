@@ -146,17 +146,15 @@ fn check_reference_inputs(
     map: &HashMap<String, Tensor>,
     g: &flashctl_exporters::pb::GraphProto,
 ) -> Result<()> {
-    use flashctl_exporters::pb::{tensor_proto::DataType, tensor_shape_proto::dimension::Value};
+    use flashctl_exporters::pb::tensor_proto::DataType;
     for input in &g.input {
         let Some(t) = map.get(&input.name) else {
             continue; // reported as missing by the caller
         };
-        let Some(flashctl_exporters::pb::type_proto::Value::TensorType(tt)) =
-            input.r#type.as_ref().and_then(|t| t.value.as_ref())
-        else {
+        let Some((elem_type, dims)) = flashctl_exporters::summary::tensor_signature(input) else {
             continue;
         };
-        let want = match DataType::try_from(tt.elem_type) {
+        let want = match DataType::try_from(elem_type) {
             Ok(DataType::Float) => Some(DType::F32),
             Ok(DataType::Int64) => Some(DType::I64),
             Ok(DataType::Float16) => Some(DType::F16),
@@ -172,19 +170,6 @@ fn check_reference_inputs(
             ))
             .into());
         }
-        let dims: Vec<Option<usize>> = tt
-            .shape
-            .as_ref()
-            .map(|s| {
-                s.dim
-                    .iter()
-                    .map(|d| match d.value {
-                        Some(Value::DimValue(n)) if n > 0 => Some(n as usize),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
         let fits = dims.len() == t.rank()
             && dims
                 .iter()

@@ -187,3 +187,115 @@ fn bench_reports_speedup_unroll_overhead_and_a_plot() {
         );
     }
 }
+
+/// flashctl's own denoiser call of `mlp_if2` with its inputs renamed as another exporter would
+/// name them (and, with `fixed_batch`, a batch axis fixed at that size).
+fn foreign_denoiser_call(dir: &Path, fixed_batch: Option<i64>) -> std::path::PathBuf {
+    use flashctl_exporters::pb::tensor_shape_proto::dimension::Value;
+    let call = dir.join("call/model.onnx");
+    ok(&[
+        "export",
+        "--model",
+        s(&model("mlp_if2")),
+        "--denoiser-only",
+        "--out",
+        s(&call),
+    ]);
+    let mut m = flashctl_exporters::decode_model(&std::fs::read(&call).unwrap()).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let renames = [("x", "sample"), ("t", "timestep")];
+    for (from, to) in renames {
+        for v in g.input.iter_mut().filter(|v| v.name == from) {
+            v.name = to.into();
+        }
+        for n in g.node.iter_mut() {
+            for i in n.input.iter_mut().filter(|i| *i == from) {
+                *i = to.into();
+            }
+        }
+    }
+    if let Some(b) = fixed_batch {
+        g.value_info.clear(); // intermediate shapes still say `batch`
+        for v in g.input.iter_mut().chain(g.output.iter_mut()) {
+            let Some(flashctl_exporters::pb::type_proto::Value::TensorType(t)) =
+                v.r#type.as_mut().and_then(|t| t.value.as_mut())
+            else {
+                continue;
+            };
+            t.shape.as_mut().unwrap().dim[0].value = Some(Value::DimValue(b));
+        }
+    }
+    let other = dir.join("other.onnx");
+    std::fs::write(&other, flashctl_exporters::encode_model(&m)).unwrap();
+    other
+}
+
+#[test]
+fn bench_against_times_another_graph_of_the_same_model_interleaved() {
+    let tmp = tempfile::tempdir().unwrap();
+    let other = foreign_denoiser_call(tmp.path(), None);
+    let json = ok(&[
+        "bench",
+        "--model",
+        s(&model("mlp_if2")),
+        "--against",
+        s(&other),
+        "--runtime",
+        "tract",
+        "--batch",
+        "1,4",
+        "--warmup",
+        "1",
+        "--runs",
+        "3",
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let a = &r["against"];
+    assert_eq!(a["compared_with"], "denoiser call", "{a:#}");
+    assert_eq!(a["same_function"], true, "{a:#}");
+    assert!(a["max_abs_diff"].as_f64().unwrap() < 1e-5, "{a:#}");
+    assert_eq!(a["nodes"], a["flashctl_nodes"]);
+    let per_batch = a["per_batch"].as_array().unwrap();
+    assert_eq!(per_batch.len(), 2);
+    assert_eq!(per_batch[1]["batch"], 4);
+    assert!(per_batch[1]["ratio"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn bench_against_a_fixed_batch_graph_names_the_batch_it_takes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let other = foreign_denoiser_call(tmp.path(), Some(1));
+    let args = |batch| {
+        vec![
+            "bench".to_string(),
+            "--model".into(),
+            s(&model("mlp_if2")).into(),
+            "--against".into(),
+            s(&other).into(),
+            "--batch".into(),
+            batch,
+            "--runs".into(),
+            "2".into(),
+        ]
+    };
+    let a4 = args("4".into());
+    let (code, err) = fails(&a4.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("fixed batch of 1") && err.contains("--batch 1"),
+        "{err}"
+    );
+    let a1 = args("1".into());
+    ok(&a1.iter().map(String::as_str).collect::<Vec<_>>());
+    let missing = tmp.path().join("nope.onnx");
+    let (code, err) = fails(&[
+        "bench",
+        "--model",
+        s(&model("mlp_if2")),
+        "--against",
+        s(&missing),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("nope.onnx"), "{err}");
+}

@@ -48,6 +48,29 @@ fn type_string(v: &pb::ValueInfoProto) -> String {
     format!("{}: {} [{}]", v.name, dtype, dims.join(","))
 }
 
+/// A tensor value's element type (`pb::tensor_proto::DataType` as i32) and dimensions, `None`
+/// where a dimension is symbolic or unknown; `None` for a value that is not a typed tensor.
+pub fn tensor_signature(v: &pb::ValueInfoProto) -> Option<(i32, Vec<Option<usize>>)> {
+    use pb::tensor_shape_proto::dimension::Value;
+    let Some(pb::type_proto::Value::TensorType(t)) = v.r#type.as_ref()?.value.as_ref() else {
+        return None;
+    };
+    let dims = t
+        .shape
+        .as_ref()
+        .map(|s| {
+            s.dim
+                .iter()
+                .map(|d| match d.value {
+                    Some(Value::DimValue(n)) if n > 0 => Some(n as usize),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Some((t.elem_type, dims))
+}
+
 /// Bytes an initializer occupies, whichever storage field holds its data.
 pub fn initializer_bytes(t: &pb::TensorProto) -> usize {
     if !t.raw_data.is_empty() {
