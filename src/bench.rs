@@ -33,6 +33,8 @@ pub struct BenchOptions {
     pub precision: Precision,
     /// Another exporter's graph of the same model, timed interleaved with flashctl's.
     pub against: Option<PathBuf>,
+    /// Lowering of flashctl's graphs (`export --target`).
+    pub target: export::ExportTarget,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -63,6 +65,8 @@ pub struct BenchReport {
     pub runtime: String,
     /// `fp32` or `fp16` (the graphs' compute precision; inputs and outputs stay fp32)
     pub precision: String,
+    /// lowering of flashctl's graphs (`export --target`)
+    pub target: String,
     pub provider: String,
     pub device: String,
     pub warmup: usize,
@@ -172,13 +176,17 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
         .steps
         .len();
     let g_student = work.join("student/model.onnx");
-    export::export(&o.model, o.steps, None, o.precision, &g_student)?;
+    let form = export::GraphForm {
+        precision: o.precision,
+        target: o.target,
+    };
+    export::export(&o.model, o.steps, None, form, &g_student)?;
     let g_call = work.join("student_call/model.onnx");
-    export::export_denoiser(&o.model, o.precision, &g_call)?;
+    export::export_denoiser(&o.model, form, &g_call)?;
     let teacher = match &o.teacher {
         Some(t) => {
             let g = work.join("teacher_call/model.onnx");
-            export::export_denoiser(t, o.precision, &g)?;
+            export::export_denoiser(t, form, &g)?;
             let m = checkpoint::load(t, &Device::Cpu)?;
             let plan = m
                 .config
@@ -302,6 +310,7 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
     let report = BenchReport {
         runtime: o.runtime.clone(),
         precision: o.precision.name().to_string(),
+        target: o.target.name().to_string(),
         provider: rt_student.provider(),
         device: crate::bundle::device_name(),
         warmup: o.warmup,

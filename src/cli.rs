@@ -187,6 +187,9 @@ pub struct BenchArgs {
     /// fp32 or fp16 for every exported graph (see `export --precision`)
     #[arg(long, default_value = "fp32")]
     pub precision: String,
+    /// lowering of flashctl's graphs (see `export --target`; default: generic)
+    #[arg(long, default_value = "generic")]
+    pub target: String,
     /// another ONNX graph of the same model (torch.onnx's export, ...), checked to compute the
     /// same function and timed interleaved with flashctl's in the same runtime: one denoiser
     /// call when it takes a timestep, else the whole sampler
@@ -367,6 +370,11 @@ pub struct ExportArgs {
     /// outputs stay fp32 and the reference is the fp32 eager output
     #[arg(long, default_value = "fp32")]
     pub precision: String,
+    /// the runtime the graph is lowered for: generic (composites every runtime takes), tract,
+    /// ort-cpu / ort-cuda (group norms as InstanceNormalization), tensorrt10, ort-mobile; the
+    /// lowered graph must pass the target's allow-list (see `validate --target`)
+    #[arg(long, default_value = "generic")]
+    pub target: String,
     /// graph file to write (DIR/NAME.onnx); manifest.json and reference.safetensors go beside it
     #[arg(long)]
     pub out: PathBuf,

@@ -346,6 +346,7 @@ pub fn run(args: &DemoArgs) -> Result<bool> {
             out: Some(out(&format!("bench/{name}"))),
             precision: export::Precision::Fp32,
             against: None,
+            target: export::ExportTarget::Generic,
         })?;
         let speed: Vec<Speed> = b
             .per_batch

@@ -55,6 +55,10 @@ pub struct Manifest {
     /// the tolerance levels of this precision by default.
     #[serde(default = "fp32")]
     pub precision: String,
+    /// the runtime the graph is lowered for (`export --target`); validate checks the graph
+    /// against its allow-list
+    #[serde(default = "generic")]
+    pub target: String,
     /// The model directory exported (canonical path) and its weight fingerprint: the candle
     /// eager runtime and `--bisect` rerun it, refusing a model changed since the export.
     #[serde(default)]
@@ -65,6 +69,10 @@ pub struct Manifest {
 
 fn fp32() -> String {
     "fp32".into()
+}
+
+fn generic() -> String {
+    "generic".into()
 }
 
 /// The `manifest.json` beside `graph`, which must describe that graph; the error says why not.
@@ -86,8 +94,9 @@ pub fn manifest_beside(graph: &Path) -> std::result::Result<Manifest, String> {
 }
 
 /// Arithmetic precision of an exported graph.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
+    #[default]
     Fp32,
     /// the denoiser in fp16, sampler arithmetic / norm statistics / softmax / timestep
     /// embedding in fp32; fp32 inputs and outputs (see `flashctl_graphs::fp16`)
@@ -120,6 +129,109 @@ impl Precision {
     }
 }
 
+/// The receiving runtime an export is lowered for: per op, the form that target runs best and
+/// accepts (`flashctl_graphs::lowering`). `generic` is the composite form every runtime takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExportTarget {
+    #[default]
+    Generic,
+    Tract,
+    OrtCpu,
+    OrtCuda,
+    TensorRt10,
+    OrtMobile,
+}
+
+impl std::str::FromStr for ExportTarget {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "generic" => Self::Generic,
+            "tract" => Self::Tract,
+            "ort-cpu" => Self::OrtCpu,
+            "ort-cuda" => Self::OrtCuda,
+            "tensorrt10" | "ort-tensorrt" => Self::TensorRt10,
+            "ort-mobile" => Self::OrtMobile,
+            o => {
+                return Err(format!(
+                    "unknown --target `{o}` (generic, tract, ort-cpu, ort-cuda, tensorrt10, \
+                     ort-mobile)"
+                ))
+            }
+        })
+    }
+}
+
+impl ExportTarget {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Generic => "generic",
+            Self::Tract => "tract",
+            Self::OrtCpu => "ort-cpu",
+            Self::OrtCuda => "ort-cuda",
+            Self::TensorRt10 => "tensorrt10",
+            Self::OrtMobile => "ort-mobile",
+        }
+    }
+
+    /// Group norms as InstanceNormalization where ONNX Runtime runs them as one kernel; the
+    /// composite where NNAPI/ORT-mobile need primitives, for tract (which expands
+    /// InstanceNormalization into the same primitives) and for TensorRT 10 (whose fp16
+    /// InstanceNormalization is the known hazard; its native GroupNormalization form needs
+    /// opset 18+ and a lent GPU to measure, issue 18/20).
+    pub fn lowering(self) -> flashctl_graphs::lowering::Lowering {
+        use flashctl_graphs::lowering::{GroupNormForm, Lowering, UpsampleForm};
+        match self {
+            Self::OrtCpu | Self::OrtCuda => Lowering {
+                group_norm: GroupNormForm::InstanceNorm,
+                upsample: UpsampleForm::Resize,
+            },
+            Self::Generic | Self::Tract | Self::TensorRt10 | Self::OrtMobile => Lowering::default(),
+        }
+    }
+}
+
+/// Precision and target of one export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GraphForm {
+    pub precision: Precision,
+    pub target: ExportTarget,
+}
+
+impl From<Precision> for GraphForm {
+    fn from(precision: Precision) -> Self {
+        Self {
+            precision,
+            target: ExportTarget::Generic,
+        }
+    }
+}
+
+impl GraphForm {
+    /// The traced graph in this precision, then rewritten for the target.
+    fn lower(self, g: Graph) -> (Graph, flashctl_graphs::lowering::Rewrites) {
+        self.target.lowering().apply(self.precision.apply(g))
+    }
+
+    /// The lowered model must pass its own target's allow-list: an export never writes a graph
+    /// the receiver it was made for refuses.
+    fn check(self, proto: &flashctl_exporters::pb::ModelProto) -> Result<()> {
+        let t =
+            flashctl_exporters::targets::target_by_name(self.target.name()).map_err(BadInput)?;
+        let problems = flashctl_exporters::targets::check_target(proto, t);
+        if !problems.is_empty() {
+            return Err(BadInput(format!(
+                "--target {}: the lowered graph is not accepted ({}): {}",
+                self.target.name(),
+                t.source,
+                problems.join("; ")
+            ))
+            .into());
+        }
+        Ok(())
+    }
+}
+
 pub struct ExportReport {
     pub graph_path: PathBuf,
     pub manifest_path: PathBuf,
@@ -128,6 +240,10 @@ pub struct ExportReport {
     pub parameter_bytes: usize,
     pub node_count: usize,
     pub seconds: f64,
+    pub target: ExportTarget,
+    /// group norms and upsamplings rewritten for the target (`flashctl_graphs::lowering`)
+    pub lowered_group_norms: usize,
+    pub lowered_upsamples: usize,
 }
 
 /// Trace the K-step sampler of `model` into the graph IR.
@@ -205,9 +321,11 @@ pub fn export(
     model_dir: &Path,
     steps: Option<usize>,
     kind: Option<SamplerKind>,
-    precision: Precision,
+    form: impl Into<GraphForm>,
     out: &Path,
 ) -> Result<ExportReport> {
+    let form: GraphForm = form.into();
+    let precision = form.precision;
     let start = std::time::Instant::now();
     if out.extension().map(|e| e != "onnx").unwrap_or(true) {
         bail!("--out must name a .onnx file, got {}", out.display());
@@ -216,7 +334,8 @@ pub fn export(
     let plan = model.config.sampler_plan(steps, kind)?;
     let (steps, kind) = (plan.steps.len(), plan.kind);
     // 1. trace and lower
-    let graph = precision.apply(trace_sampler(&model, &plan).context("tracing the sampler")?);
+    let (graph, rewrites) =
+        form.lower(trace_sampler(&model, &plan).context("tracing the sampler")?);
     let meta = ExportMeta {
         doc: format!(
             "flashctl {kind:?} sampler, {steps} steps, unrolled, {}",
@@ -224,6 +343,7 @@ pub fn export(
         ),
         props: vec![
             ("flashctl.precision".into(), precision.name().into()),
+            ("flashctl.target".into(), form.target.name().into()),
             ("flashctl.steps".into(), steps.to_string()),
             ("flashctl.timesteps".into(), format!("{:?}", plan.timesteps)),
             (
@@ -234,6 +354,7 @@ pub fn export(
     };
     let proto = to_model_proto(&graph, &meta);
     check_structure(&proto)?;
+    form.check(&proto)?;
     let bytes = encode_model(&proto);
     let summary = summarize(&proto);
     // 2. reference outputs from the eager path, under the graph's own names
@@ -256,7 +377,8 @@ pub fn export(
         out,
         seed,
         Some(plan),
-        precision,
+        form,
+        rewrites,
         start,
     )
 }
@@ -333,9 +455,11 @@ fn write_export(
     out: &Path,
     seed: u64,
     sampler: Option<SamplerPlan>,
-    precision: Precision,
+    form: GraphForm,
+    rewrites: flashctl_graphs::lowering::Rewrites,
     start: std::time::Instant,
 ) -> Result<ExportReport> {
+    let precision = form.precision;
     let dir = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -389,6 +513,7 @@ fn write_export(
         reference: REFERENCE_FILE.into(),
         reference_seed: seed,
         precision: precision.name().into(),
+        target: form.target.name().into(),
         model_dir: std::fs::canonicalize(&model.dir)
             .ok()
             .map(|p| p.display().to_string()),
@@ -406,6 +531,9 @@ fn write_export(
         parameter_bytes: model.parameter_bytes(),
         node_count: summary.node_count,
         seconds: start.elapsed().as_secs_f64(),
+        target: form.target,
+        lowered_group_norms: rewrites.group_norms,
+        lowered_upsamples: rewrites.upsamples,
     })
 }
 
@@ -442,24 +570,32 @@ pub fn denoiser_sidecar(model: &LoadedModel) -> Result<crate::teacher::OnnxSidec
 
 /// `flashctl export --denoiser-only`: one denoiser call as a graph, with the sidecar that lets
 /// flashctl use it as an ONNX teacher, a manifest and reference outputs.
-pub fn export_denoiser(model_dir: &Path, precision: Precision, out: &Path) -> Result<ExportReport> {
+pub fn export_denoiser(
+    model_dir: &Path,
+    form: impl Into<GraphForm>,
+    out: &Path,
+) -> Result<ExportReport> {
+    let form: GraphForm = form.into();
+    let precision = form.precision;
     let start = std::time::Instant::now();
     if out.extension().map(|e| e != "onnx").unwrap_or(true) {
         bail!("--out must name a .onnx file, got {}", out.display());
     }
     let model = checkpoint::load(model_dir, &Device::Cpu)?;
     let d = &model.config.denoiser;
-    let graph = precision
-        .apply(trace_denoiser(model.var_builder(&Device::Cpu), d).context("tracing the denoiser")?);
+    let (graph, rewrites) = form
+        .lower(trace_denoiser(model.var_builder(&Device::Cpu), d).context("tracing the denoiser")?);
     let meta = ExportMeta {
         doc: format!("flashctl denoiser, one call, {}", precision.name()),
         props: vec![
             ("flashctl.kind".into(), "denoiser".into()),
             ("flashctl.precision".into(), precision.name().into()),
+            ("flashctl.target".into(), form.target.name().into()),
         ],
     };
     let proto = to_model_proto(&graph, &meta);
     check_structure(&proto)?;
+    form.check(&proto)?;
     let bytes = encode_model(&proto);
     let summary = summarize(&proto);
     let seed = REFERENCE_SEED;
@@ -481,7 +617,7 @@ pub fn export_denoiser(model_dir: &Path, precision: Precision, out: &Path) -> Re
     }
     reference.insert("denoiser_out".to_string(), y);
     let report = write_export(
-        &model, &graph, &bytes, &summary, reference, out, seed, None, precision, start,
+        &model, &graph, &bytes, &summary, reference, out, seed, None, form, rewrites, start,
     )?;
     checkpoint::write_atomic(
         &crate::teacher::sidecar_path(out),

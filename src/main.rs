@@ -182,7 +182,10 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
         Command::Export(a) => {
-            let precision: export::Precision = a.precision.parse().map_err(BadInput)?;
+            let form = export::GraphForm {
+                precision: a.precision.parse().map_err(BadInput)?,
+                target: a.target.parse().map_err(BadInput)?,
+            };
             let r = if a.denoiser_only {
                 if a.steps.is_some() || a.sampler.is_some() {
                     return Err(BadInput(
@@ -191,16 +194,10 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
                     .into());
                 }
                 export::prepare_out(&a.out, a.force)?;
-                export::export_denoiser(&a.model, precision, &a.out)?
+                export::export_denoiser(&a.model, form, &a.out)?
             } else {
                 export::prepare_out(&a.out, a.force)?;
-                export::export(
-                    &a.model,
-                    a.steps,
-                    parse_sampler(&a.sampler)?,
-                    precision,
-                    &a.out,
-                )?
+                export::export(&a.model, a.steps, parse_sampler(&a.sampler)?, form, &a.out)?
             };
             println!(
                 "exported {} ({} nodes, initializers {} B, denoiser parameters {} B) in {:.2}s",
@@ -210,6 +207,15 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 r.parameter_bytes,
                 r.seconds
             );
+            if r.lowered_group_norms + r.lowered_upsamples > 0 {
+                println!(
+                    "lowered for {}: {} group norms as InstanceNormalization, {} 2x upsamplings \
+                     as Resize",
+                    r.target.name(),
+                    r.lowered_group_norms,
+                    r.lowered_upsamples
+                );
+            }
             println!(
                 "manifest -> {}\nreference -> {}",
                 r.manifest_path.display(),
@@ -236,7 +242,14 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
                     (name, t)
                 })
                 .collect();
-            if let Some(t) = &a.target {
+            // the target named, else the one the graph was exported for (its manifest)
+            let target = a.target.clone().or_else(|| {
+                export::manifest_beside(&a.graph)
+                    .ok()
+                    .map(|m| m.target)
+                    .filter(|t| t != "generic")
+            });
+            if let Some(t) = &target {
                 validation::check_target(&a.graph, t)?;
             }
             if a.update_golden {
@@ -382,6 +395,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 runs: a.runs,
                 out: a.out,
                 precision: a.precision.parse().map_err(BadInput)?,
+                target: a.target.parse().map_err(BadInput)?,
                 against: a.against,
             })?;
             if a.json {

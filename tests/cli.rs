@@ -752,3 +752,82 @@ fn validate_refuses_to_pass_when_a_reference_output_is_not_compared() {
         s(&reference),
     ]);
 }
+
+/// `export --target`: the lowering is recorded in the manifest, validate checks the graph
+/// against that target without being told, and a target the lowered graph does not meet is
+/// refused before anything is written.
+#[test]
+fn export_target_lowers_group_norms_records_the_target_and_refuses_what_it_cannot_meet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = common::root().join("fixtures/diffusers/unet_uncond_eps");
+    let graph = tmp.path().join("ort/model.onnx");
+    let out = ok(&[
+        "export",
+        "--model",
+        s(&model),
+        "--steps",
+        "2",
+        "--target",
+        "ort-cpu",
+        "--out",
+        s(&graph),
+    ]);
+    assert!(
+        out.contains("group norms as InstanceNormalization"),
+        "{out}"
+    );
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(graph.with_file_name("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["target"], "ort-cpu");
+    let m = flashctl_exporters::decode_model(&std::fs::read(&graph).unwrap()).unwrap();
+    let ops = flashctl_exporters::summarize(&m).op_histogram;
+    assert!(
+        ops.contains_key("InstanceNormalization") && !ops.contains_key("ReduceMean"),
+        "{ops:?}"
+    );
+    let v = ok(&["validate", s(&graph), "--runtimes", "tract"]);
+    assert!(v.contains("result: PASS"), "{v}");
+
+    // the same graph relabelled as an ort-mobile export: validate applies that allow-list
+    let mut m = manifest.clone();
+    m["target"] = "ort-mobile".into();
+    std::fs::write(graph.with_file_name("manifest.json"), m.to_string()).unwrap();
+    let (code, err) = fails(&["validate", s(&graph), "--runtimes", "tract"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("ort-mobile") && err.contains("opset 17"),
+        "{err}"
+    );
+
+    let mobile = tmp.path().join("mobile/model.onnx");
+    let (code, err) = fails(&[
+        "export",
+        "--model",
+        s(&model),
+        "--steps",
+        "2",
+        "--target",
+        "ort-mobile",
+        "--out",
+        s(&mobile),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--target ort-mobile") && err.contains("opset 17"),
+        "{err}"
+    );
+    assert!(!mobile.exists() && !mobile.with_file_name("manifest.json").exists());
+    let (code, err) = fails(&[
+        "export",
+        "--model",
+        s(&model),
+        "--target",
+        "coreml",
+        "--out",
+        s(&mobile),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown --target `coreml`"), "{err}");
+}

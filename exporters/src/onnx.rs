@@ -87,6 +87,24 @@ fn attr_int(name: &str, v: i64) -> pb::AttributeProto {
     }
 }
 
+fn attr_string(name: &str, v: &str) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::String as i32,
+        s: v.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
+fn attr_float(name: &str, v: f32) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Float as i32,
+        f: v,
+        ..Default::default()
+    }
+}
+
 fn attributes(op: &Op) -> Vec<pb::AttributeProto> {
     match op {
         Op::Conv { strides, pads } => vec![
@@ -111,6 +129,12 @@ fn attributes(op: &Op) -> Vec<pb::AttributeProto> {
         }
         Op::Concat { axis } | Op::Gather { axis } => vec![attr_int("axis", *axis)],
         Op::Cast { to } => vec![attr_int("to", elem_type(*to) as i64)],
+        Op::InstanceNormalization { epsilon } => vec![attr_float("epsilon", *epsilon)],
+        Op::ResizeNearest => vec![
+            attr_string("mode", "nearest"),
+            attr_string("coordinate_transformation_mode", "asymmetric"),
+            attr_string("nearest_mode", "floor"),
+        ],
         _ => vec![],
     }
 }

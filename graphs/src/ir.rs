@@ -118,6 +118,13 @@ pub enum Op {
     Cast {
         to: DType,
     },
+    /// inputs: x [N, C, ...], scale [C], bias [C]; only from `lowering` rewrites
+    InstanceNormalization {
+        epsilon: f32,
+    },
+    /// inputs: x, roi (""), scales (f32 initializer); nearest, `asymmetric` coordinates, `floor`
+    /// rounding (exact for integer scales); only from `lowering` rewrites
+    ResizeNearest,
 }
 
 impl Op {
@@ -146,6 +153,8 @@ impl Op {
             Op::Clip => "Clip",
             Op::Pad => "Pad",
             Op::Cast { .. } => "Cast",
+            Op::InstanceNormalization { .. } => "InstanceNormalization",
+            Op::ResizeNearest => "Resize",
         }
     }
 }

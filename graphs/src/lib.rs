@@ -80,6 +80,7 @@ pub mod eager;
 pub mod error;
 pub mod fp16;
 pub mod ir;
+pub mod lowering;
 pub mod ops;
 pub mod prefixed;
 pub mod recording;
