@@ -179,6 +179,7 @@ pub fn bench(o: &BenchOptions) -> Result<BenchReport> {
     let form = export::GraphForm {
         precision: o.precision,
         target: o.target,
+        opset: None,
     };
     export::export(&o.model, o.steps, None, form, &g_student)?;
     let g_call = work.join("student_call/model.onnx");

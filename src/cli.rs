@@ -375,6 +375,9 @@ pub struct ExportArgs {
     /// lowered graph must pass the target's allow-list (see `validate --target`)
     #[arg(long, default_value = "generic")]
     pub target: String,
+    /// default-domain opset, 13-21 (default: 17; 15 for --target ort-mobile)
+    #[arg(long)]
+    pub opset: Option<i64>,
     /// graph file to write (DIR/NAME.onnx); manifest.json and reference.safetensors go beside it
     #[arg(long)]
     pub out: PathBuf,

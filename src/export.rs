@@ -163,6 +163,15 @@ impl std::str::FromStr for ExportTarget {
 }
 
 impl ExportTarget {
+    /// 17 (LayerNormalization's first, ReduceMean's last with attribute axes), except for ORT's
+    /// mobile package, which stops at 15.
+    pub fn default_opset(self) -> i64 {
+        match self {
+            Self::OrtMobile => 15,
+            _ => flashctl_exporters::OPSET,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Generic => "generic",
@@ -191,23 +200,49 @@ impl ExportTarget {
     }
 }
 
-/// Precision and target of one export.
+/// Precision, target and opset of one export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct GraphForm {
     pub precision: Precision,
     pub target: ExportTarget,
+    /// default-domain opset (None: the target's, [`ExportTarget::default_opset`])
+    pub opset: Option<i64>,
 }
 
 impl From<Precision> for GraphForm {
     fn from(precision: Precision) -> Self {
         Self {
             precision,
-            target: ExportTarget::Generic,
+            ..Default::default()
         }
     }
 }
 
 impl GraphForm {
+    /// The opset written: the one asked for, else the target's.
+    pub fn opset(self) -> i64 {
+        self.opset.unwrap_or(self.target.default_opset())
+    }
+
+    fn meta(self, doc: String, mut props: Vec<(String, String)>) -> Result<ExportMeta> {
+        let opset = self.opset();
+        let range = flashctl_exporters::onnx::OPSETS;
+        if !range.contains(&opset) {
+            return Err(BadInput(format!(
+                "--opset {opset}: flashctl lowers to opsets {}..={}",
+                range.start(),
+                range.end()
+            ))
+            .into());
+        }
+        props.push(("flashctl.target".into(), self.target.name().into()));
+        Ok(ExportMeta {
+            doc,
+            props,
+            opset: Some(opset),
+        })
+    }
+
     /// The traced graph in this precision, then rewritten for the target.
     fn lower(self, g: Graph) -> (Graph, flashctl_graphs::lowering::Rewrites) {
         self.target.lowering().apply(self.precision.apply(g))
@@ -336,14 +371,13 @@ pub fn export(
     // 1. trace and lower
     let (graph, rewrites) =
         form.lower(trace_sampler(&model, &plan).context("tracing the sampler")?);
-    let meta = ExportMeta {
-        doc: format!(
+    let meta = form.meta(
+        format!(
             "flashctl {kind:?} sampler, {steps} steps, unrolled, {}",
             precision.name()
         ),
-        props: vec![
+        vec![
             ("flashctl.precision".into(), precision.name().into()),
-            ("flashctl.target".into(), form.target.name().into()),
             ("flashctl.steps".into(), steps.to_string()),
             ("flashctl.timesteps".into(), format!("{:?}", plan.timesteps)),
             (
@@ -351,7 +385,7 @@ pub fn export(
                 plan.noise_correction.to_string(),
             ),
         ],
-    };
+    )?;
     let proto = to_model_proto(&graph, &meta);
     check_structure(&proto)?;
     form.check(&proto)?;
@@ -585,14 +619,13 @@ pub fn export_denoiser(
     let d = &model.config.denoiser;
     let (graph, rewrites) = form
         .lower(trace_denoiser(model.var_builder(&Device::Cpu), d).context("tracing the denoiser")?);
-    let meta = ExportMeta {
-        doc: format!("flashctl denoiser, one call, {}", precision.name()),
-        props: vec![
+    let meta = form.meta(
+        format!("flashctl denoiser, one call, {}", precision.name()),
+        vec![
             ("flashctl.kind".into(), "denoiser".into()),
             ("flashctl.precision".into(), precision.name().into()),
-            ("flashctl.target".into(), form.target.name().into()),
         ],
-    };
+    )?;
     let proto = to_model_proto(&graph, &meta);
     check_structure(&proto)?;
     form.check(&proto)?;

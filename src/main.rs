@@ -185,6 +185,7 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             let form = export::GraphForm {
                 precision: a.precision.parse().map_err(BadInput)?,
                 target: a.target.parse().map_err(BadInput)?,
+                opset: a.opset,
             };
             let r = if a.denoiser_only {
                 if a.steps.is_some() || a.sampler.is_some() {

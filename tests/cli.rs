@@ -801,8 +801,9 @@ fn export_target_lowers_group_norms_records_the_target_and_refuses_what_it_canno
         "{err}"
     );
 
+    // ort-mobile: opset 15 unless told otherwise, and then its allow-list holds
     let mobile = tmp.path().join("mobile/model.onnx");
-    let (code, err) = fails(&[
+    ok(&[
         "export",
         "--model",
         s(&model),
@@ -813,12 +814,43 @@ fn export_target_lowers_group_norms_records_the_target_and_refuses_what_it_canno
         "--out",
         s(&mobile),
     ]);
-    assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("--target ort-mobile") && err.contains("opset 17"),
-        "{err}"
+    let m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(mobile.with_file_name("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (m["target"].as_str(), m["opset"].as_i64()),
+        (Some("ort-mobile"), Some(15))
     );
-    assert!(!mobile.exists() && !mobile.with_file_name("manifest.json").exists());
+    let v = ok(&[
+        "validate",
+        s(&mobile),
+        "--runtimes",
+        "tract",
+        "--target",
+        "ort-mobile",
+    ]);
+    assert!(v.contains("result: PASS"), "{v}");
+    let refused = tmp.path().join("refused/model.onnx");
+    for (opset, why) in [("17", "opset 17 outside 12..15"), ("12", "opsets 13..=21")] {
+        let (code, err) = fails(&[
+            "export",
+            "--model",
+            s(&model),
+            "--steps",
+            "2",
+            "--target",
+            "ort-mobile",
+            "--opset",
+            opset,
+            "--out",
+            s(&refused),
+        ]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(why), "{err}");
+        assert!(!refused.exists() && !refused.with_file_name("manifest.json").exists());
+    }
+    let mobile = refused;
     let (code, err) = fails(&[
         "export",
         "--model",

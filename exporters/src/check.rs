@@ -43,8 +43,14 @@ pub fn check_structure(m: &pb::ModelProto) -> Result<()> {
         .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
         .map(|o| o.version);
     match opset {
-        Some(v) if v >= 17 => {}
-        Some(v) => return bad(format!("default-domain opset {v} < 17")),
+        Some(v) if crate::onnx::OPSETS.contains(&v) => {}
+        Some(v) => {
+            return bad(format!(
+                "default-domain opset {v} outside {}..={} (the opsets flashctl lowers to)",
+                crate::onnx::OPSETS.start(),
+                crate::onnx::OPSETS.end()
+            ))
+        }
         None => return bad("no default-domain opset import".into()),
     }
     let g = match &m.graph {

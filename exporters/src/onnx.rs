@@ -1,4 +1,5 @@
-//! Lowering of the graph IR to an ONNX ModelProto (opset 17, default domain only).
+//! Lowering of the graph IR to an ONNX ModelProto (opset 13-21, 17 by default; default domain
+//! only).
 
 use crate::error::{ExportError, Result};
 use flashctl_graphs::{DType, Dim, Graph, Initializer, Op, TensorData, ValueInfo};
@@ -11,12 +12,28 @@ use tract_onnx::pb;
 pub const OPSET: i64 = 17;
 /// ONNX IR version 8 is the one that goes with opset 17.
 pub const IR_VERSION: i64 = 8;
+/// The opsets the IR lowers to: every op flashctl emits exists with the same meaning from 13
+/// (Softmax over one axis, Clip/Pad/Resize with tensor inputs); from 18 ReduceMean takes its
+/// axes as an input instead of an attribute.
+pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=21;
+
+/// The IR version that goes with a default-domain opset (onnx/helper.py VERSION_TABLE).
+pub fn ir_version_for(opset: i64) -> i64 {
+    match opset {
+        ..=14 => 7,
+        15..=18 => 8,
+        19 | 20 => 9,
+        _ => 10,
+    }
+}
 
 /// Key/value metadata stored in the model (`metadata_props`).
 #[derive(Debug, Clone, Default)]
 pub struct ExportMeta {
     pub doc: String,
     pub props: Vec<(String, String)>,
+    /// default-domain opset (None: [`OPSET`]); must lie in [`OPSETS`]
+    pub opset: Option<i64>,
 }
 
 fn elem_type(d: DType) -> i32 {
@@ -105,7 +122,7 @@ fn attr_float(name: &str, v: f32) -> pb::AttributeProto {
     }
 }
 
-fn attributes(op: &Op) -> Vec<pb::AttributeProto> {
+fn attributes(op: &Op, opset: i64) -> Vec<pb::AttributeProto> {
     match op {
         Op::Conv { strides, pads } => vec![
             attr_ints("strides", &strides.map(|s| s as i64)),
@@ -116,10 +133,14 @@ fn attributes(op: &Op) -> Vec<pb::AttributeProto> {
         Op::Gemm { trans_b } => vec![attr_int("transB", *trans_b as i64)],
         Op::Softmax { axis } => vec![attr_int("axis", *axis)],
         Op::ReduceMean { axes, keepdims } => {
-            vec![
-                attr_ints("axes", axes),
-                attr_int("keepdims", *keepdims as i64),
-            ]
+            if opset >= 18 {
+                vec![attr_int("keepdims", *keepdims as i64)]
+            } else {
+                vec![
+                    attr_ints("axes", axes),
+                    attr_int("keepdims", *keepdims as i64),
+                ]
+            }
         }
         Op::Transpose { perm } => {
             vec![attr_ints(
@@ -141,33 +162,56 @@ fn attributes(op: &Op) -> Vec<pb::AttributeProto> {
 
 /// Lower a traced graph to a complete ONNX model.
 pub fn to_model_proto(g: &Graph, meta: &ExportMeta) -> pb::ModelProto {
+    let opset = meta.opset.unwrap_or(OPSET);
+    let mut extra: Vec<Initializer> = vec![];
     let node = g
         .nodes
         .iter()
-        .map(|n| pb::NodeProto {
-            input: n.inputs.clone(),
-            output: n.outputs.clone(),
-            name: n.name.clone(),
-            op_type: n.op.onnx_name().into(),
-            domain: String::new(),
-            attribute: attributes(&n.op),
-            doc_string: String::new(),
+        .map(|n| {
+            let mut input = n.inputs.clone();
+            // opset 18+: ReduceMean's axes are a second (int64 initializer) input
+            if let (Op::ReduceMean { axes, .. }, true) = (&n.op, opset >= 18) {
+                let name = format!(
+                    "opset18/axes_{}",
+                    axes.iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join("_")
+                );
+                if !extra.iter().any(|i| i.name == name) {
+                    extra.push(Initializer {
+                        name: name.clone(),
+                        dims: vec![axes.len()],
+                        data: TensorData::I64(axes.clone()),
+                    });
+                }
+                input.push(name);
+            }
+            pb::NodeProto {
+                input,
+                output: n.outputs.clone(),
+                name: n.name.clone(),
+                op_type: n.op.onnx_name().into(),
+                domain: String::new(),
+                attribute: attributes(&n.op, opset),
+                doc_string: String::new(),
+            }
         })
         .collect();
     let graph = pb::GraphProto {
         node,
         name: g.name.clone(),
-        initializer: g.initializers.iter().map(tensor).collect(),
+        initializer: g.initializers.iter().chain(&extra).map(tensor).collect(),
         input: g.inputs.iter().map(value_info).collect(),
         output: g.outputs.iter().map(value_info).collect(),
         value_info: g.value_info.iter().map(value_info).collect(),
         ..Default::default()
     };
     pb::ModelProto {
-        ir_version: IR_VERSION,
+        ir_version: ir_version_for(opset),
         opset_import: vec![pb::OperatorSetIdProto {
             domain: String::new(),
-            version: OPSET,
+            version: opset,
         }],
         producer_name: "flashctl".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),

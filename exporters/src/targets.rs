@@ -252,10 +252,10 @@ const ORT_MOBILE_OPS: &[&str] = &[
 pub const TARGETS: &[Target] = &[
     Target {
         name: "generic",
-        opset_min: 17,
+        opset_min: 13,
         opset_max: i64::MAX,
         ops: None,
-        source: "any ONNX runtime at opset >= 17",
+        source: "any ONNX runtime at opset >= 13",
     },
     Target {
         name: "tensorrt10",
