@@ -417,7 +417,13 @@ pub fn build(o: &BuildOptions) -> Result<BundleManifest> {
 
 fn build_into(o: &BuildOptions, dir: &Path) -> Result<BundleManifest> {
     let graph = dir.join("onnx/model.onnx");
-    export::export(&o.model, o.steps, None, o.precision, &graph)?;
+    // the graph in the form its engine's runtime runs best (`export --target`)
+    let form = export::GraphForm {
+        precision: o.precision,
+        target: o.target.parse().map_err(BadInput)?,
+        opset: None,
+    };
+    export::export(&o.model, o.steps, None, form, &graph)?;
     let em: export::Manifest = serde_json::from_str(&crate::fsx::read_to_string(
         &dir.join("onnx/manifest.json"),
     )?)?;
