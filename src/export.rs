@@ -253,17 +253,8 @@ impl GraphForm {
     fn check(self, proto: &flashctl_exporters::pb::ModelProto) -> Result<()> {
         let t =
             flashctl_exporters::targets::target_by_name(self.target.name()).map_err(BadInput)?;
-        let problems = flashctl_exporters::targets::check_target(proto, t);
-        if !problems.is_empty() {
-            return Err(BadInput(format!(
-                "--target {}: the lowered graph is not accepted ({}): {}",
-                self.target.name(),
-                t.source,
-                problems.join("; ")
-            ))
-            .into());
-        }
-        Ok(())
+        let what = format!("--target {}: the lowered graph", self.target.name());
+        crate::validation::check_model_target(proto, t, &what)
     }
 }
 

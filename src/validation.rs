@@ -198,11 +198,19 @@ pub fn check_target(graph: &Path, target: &str) -> Result<()> {
     let t = flashctl_exporters::targets::target_by_name(target).map_err(BadInput)?;
     let bytes = std::fs::read(graph).map_err(|e| BadInput(format!("{}: {e}", graph.display())))?;
     let model = decode_model(&bytes).map_err(|e| BadInput(format!("{}: {e}", graph.display())))?;
-    let problems = flashctl_exporters::targets::check_target(&model, t);
+    check_model_target(&model, t, &graph.display().to_string())
+}
+
+/// `model` (named `what` in the error) against `t`'s allow-list; every refusal named.
+pub fn check_model_target(
+    model: &flashctl_exporters::pb::ModelProto,
+    t: &flashctl_exporters::targets::Target,
+    what: &str,
+) -> Result<()> {
+    let problems = flashctl_exporters::targets::check_target(model, t);
     if !problems.is_empty() {
         return Err(BadInput(format!(
-            "{} is not deployable on {} ({}): {}",
-            graph.display(),
+            "{what} is not deployable on {} ({}): {}",
             t.name,
             t.source,
             problems.join("; ")
