@@ -90,11 +90,11 @@ fn valid_range(k: usize, pad: usize, stride: usize, n_in: usize, n_out: usize) -
 }
 
 /// Patches of one [c, h, w] sample as [c*k*k, ho*wo], row `ci*k*k + ki*k + kj`: the layout of a
-/// [o, c, k, k] weight reshaped to [o, c*k*k], so the convolution is one matrix product.
+/// [o, c, k, k] weight reshaped to [o, c*k*k], so the convolution is one matrix product. Every
+/// element of `dst` is written (padding positions with zeros), so it may hold stale scratch.
 fn im2col_sample(g: &ConvGeometry, src: &[f32], dst: &mut [f32]) {
     let (ho, wo) = g.out_hw();
     let (kk, hw_out) = (g.k * g.k, ho * wo);
-    dst.fill(0.0);
     for ci in 0..g.c {
         let plane = &src[ci * g.h * g.w..][..g.h * g.w];
         for ki in 0..g.k {
@@ -102,10 +102,14 @@ fn im2col_sample(g: &ConvGeometry, src: &[f32], dst: &mut [f32]) {
             for kj in 0..g.k {
                 let (x0, x1) = g.valid_cols(kj, wo);
                 let row = &mut dst[(ci * kk + ki * g.k + kj) * hw_out..][..hw_out];
+                row[..y0 * wo].fill(0.0);
+                row[y1 * wo..].fill(0.0);
                 for oy in y0..y1 {
                     let iy = oy * g.stride + ki - g.pad;
                     let s = &plane[iy * g.w..][..g.w];
                     let d = &mut row[oy * wo..][..wo];
+                    d[..x0].fill(0.0);
+                    d[x1..].fill(0.0);
                     if g.stride == 1 {
                         let ix0 = x0 + kj - g.pad;
                         d[x0..x1].copy_from_slice(&s[ix0..ix0 + (x1 - x0)]);
@@ -118,6 +122,31 @@ fn im2col_sample(g: &ConvGeometry, src: &[f32], dst: &mut [f32]) {
             }
         }
     }
+}
+
+thread_local! {
+    /// Per-thread scratch for patch matrices, reused across calls: a fresh zero-filled buffer
+    /// per sample cost a memset (and page faults) of the whole patch matrix each time.
+    static PATCHES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static PATCHES_2: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Run `f` with a scratch slice of `len` floats (contents unspecified) from `key`'s per-thread
+/// buffer, or a fresh one if that buffer is in use further up this thread's stack.
+fn with_scratch<R>(
+    key: &'static std::thread::LocalKey<std::cell::RefCell<Vec<f32>>>,
+    len: usize,
+    f: impl FnOnce(&mut [f32]) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+            f(&mut buf[..len])
+        }
+        Err(_) => f(&mut vec![0f32; len]),
+    })
 }
 
 /// The adjoint of [`im2col_sample`]: patches [c*k*k, ho*wo] summed back into [c, h, w].
@@ -195,6 +224,21 @@ fn matmul_into(
     rhs: MatRef,
     threads: usize,
 ) {
+    matmul_into_strided(dst, false, m, n, k, lhs, rhs, threads)
+}
+
+/// As [`matmul_into`], writing the [m, n] product transposed (column-major) when `dst_t`.
+#[allow(clippy::too_many_arguments)]
+fn matmul_into_strided(
+    dst: &mut [f32],
+    dst_t: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: MatRef,
+    rhs: MatRef,
+    threads: usize,
+) {
     assert!(dst.len() >= m * n, "matmul destination too small");
     lhs.check(m, k);
     rhs.check(k, n);
@@ -205,21 +249,26 @@ fn matmul_into(
         dst[..m * n].fill(0.0);
         return;
     }
+    let (dst_rs, dst_cs) = if dst_t {
+        (1, m as isize)
+    } else {
+        (n as isize, 1)
+    };
     let parallelism = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the three views were bounds-checked above for [m, k], [k, n] and [m, n]; dst is
-    // borrowed mutably and does not alias the inputs.
+    // SAFETY: the three views were bounds-checked above for [m, k], [k, n] and [m, n] (in either
+    // order of dst); dst is borrowed mutably and does not alias the inputs.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
             dst.as_mut_ptr(),
-            1,
-            n as isize,
+            dst_cs,
+            dst_rs,
             false,
             lhs.data.as_ptr(),
             lhs.col_stride as isize,
@@ -263,6 +312,23 @@ where
     } else {
         out.chunks_mut(chunk).enumerate().for_each(|(i, d)| f(i, d));
     }
+}
+
+/// The weight of the convolution whose output is a stride-1 convolution's input gradient:
+/// [o, c, k, k] -> [c, o, k, k] with each kernel rotated by 180 degrees, as [c, o*k*k].
+fn flipped_transposed_weight(w: &[f32], o: usize, c: usize, k: usize) -> Vec<f32> {
+    let kk = k * k;
+    let mut out = vec![0f32; c * o * kk];
+    for oi in 0..o {
+        for ci in 0..c {
+            let src = &w[(oi * c + ci) * kk..][..kk];
+            let dst = &mut out[(ci * o + oi) * kk..][..kk];
+            for (d, &v) in dst.iter_mut().zip(src.iter().rev()) {
+                *d = v;
+            }
+        }
+    }
+    out
 }
 
 /// 2-D convolution with a square kernel and bias: args (x [b, c, h, w], weight [o, c, k, k],
@@ -346,23 +412,25 @@ impl CustomOp3 for Conv2d {
         let (parallel, threads) = threads_per_sample(g.b);
         for_each_sample(&mut out, o * hw_out, parallel, |i, y| {
             let xi = &x[i * g.c * g.h * g.w..][..g.c * g.h * g.w];
-            let mut scratch = vec![];
-            let cols = if g.is_pointwise() {
-                xi
-            } else {
-                scratch.resize(g.patch_len(), 0.0);
-                im2col_sample(&g, xi, &mut scratch);
-                &scratch
+            let conv = |cols: &[f32], y: &mut [f32]| {
+                matmul_into(
+                    y,
+                    o,
+                    hw_out,
+                    ckk,
+                    MatRef::rows(w, ckk),
+                    MatRef::rows(cols, hw_out),
+                    threads,
+                )
             };
-            matmul_into(
-                y,
-                o,
-                hw_out,
-                ckk,
-                MatRef::rows(w, ckk),
-                MatRef::rows(cols, hw_out),
-                threads,
-            );
+            if g.is_pointwise() {
+                conv(xi, y);
+            } else {
+                with_scratch(&PATCHES, g.patch_len(), |cols| {
+                    im2col_sample(&g, xi, cols);
+                    conv(cols, y);
+                });
+            }
             for (row, &b) in y.chunks_mut(hw_out).zip(bias) {
                 row.iter_mut().for_each(|v| *v += b);
             }
@@ -418,40 +486,78 @@ impl CustomOp3 for Conv2dBackward {
         let (dx_all, dwb) = out.split_at_mut(g.b * chw);
         let mut parts = vec![0f32; g.b * (o * ckk + o)];
         let (parallel, threads) = threads_per_sample(g.b);
+        // dx of a stride-1 convolution is itself a convolution: of dy, padded by k-1-pad, with
+        // the weight flipped in space and transposed in channels. Its patches of dy and one
+        // GEMM with inner size o*k*k replace the GEMM with inner size o into a patch-sized
+        // buffer and the col2im scatter back onto the input.
+        let transposed_conv = (!g.is_pointwise() && g.stride == 1 && g.pad < g.k).then(|| {
+            let gt = ConvGeometry {
+                b: g.b,
+                c: o,
+                h: ho,
+                w: wo,
+                k: g.k,
+                stride: 1,
+                pad: g.k - 1 - g.pad,
+            };
+            debug_assert_eq!(gt.out_hw(), (g.h, g.w));
+            (gt, flipped_transposed_weight(w, o, g.c, g.k))
+        });
         let sample = |i: usize, dx: &mut [f32], part: &mut [f32]| {
             let (dw, db) = part.split_at_mut(o * ckk);
             let xi = &x[i * chw..][..chw];
             let dyi = &dy[i * o * hw_out..][..o * hw_out];
-            let mut scratch = vec![];
-            let cols = if g.is_pointwise() {
-                xi
-            } else {
-                scratch.resize(g.patch_len(), 0.0);
-                im2col_sample(&g, xi, &mut scratch);
-                &scratch
-            };
-            // dweight_i = dy_i [o, hw] @ cols_i^T [hw, ckk]
             let dyi_rows = MatRef::rows(dyi, hw_out);
-            matmul_into(
-                dw,
-                o,
-                ckk,
-                hw_out,
-                dyi_rows,
-                MatRef::transposed(cols, hw_out),
-                threads,
-            );
+            // dweight_i = dy_i [o, hw] @ cols_i^T [hw, ckk], computed as its transpose
+            // cols_i [ckk, hw] @ dy_i^T [hw, o] written column-major: gemm then packs the small
+            // dy_i^T instead of the patch matrix read across its rows
+            let weight_grad = |cols: &[f32], dw: &mut [f32]| {
+                matmul_into_strided(
+                    dw,
+                    true,
+                    ckk,
+                    o,
+                    hw_out,
+                    MatRef::rows(cols, hw_out),
+                    MatRef::transposed(dyi, hw_out),
+                    threads,
+                )
+            };
+            if g.is_pointwise() {
+                weight_grad(xi, dw);
+            } else {
+                with_scratch(&PATCHES, g.patch_len(), |cols| {
+                    im2col_sample(&g, xi, cols);
+                    weight_grad(cols, dw);
+                });
+            }
             for (d, row) in db.iter_mut().zip(dyi.chunks(hw_out)) {
                 *d = row.iter().sum();
             }
-            // dcols_i = weight^T [ckk, o] @ dy_i [o, hw], then back onto the input grid
             let wt = MatRef::transposed(w, ckk);
             if g.is_pointwise() {
                 matmul_into(dx, ckk, hw_out, o, wt, dyi_rows, threads);
+            } else if let Some((gt, w_flip)) = &transposed_conv {
+                let okk = o * g.k * g.k;
+                with_scratch(&PATCHES_2, gt.patch_len(), |dy_cols| {
+                    im2col_sample(gt, dyi, dy_cols);
+                    let rows = MatRef::rows(w_flip, okk);
+                    matmul_into(
+                        dx,
+                        g.c,
+                        g.h * g.w,
+                        okk,
+                        rows,
+                        MatRef::rows(dy_cols, g.h * g.w),
+                        threads,
+                    );
+                });
             } else {
-                let mut dcols = vec![0f32; g.patch_len()];
-                matmul_into(&mut dcols, ckk, hw_out, o, wt, dyi_rows, threads);
-                col2im_sample(&g, &dcols, dx);
+                // dcols_i = weight^T [ckk, o] @ dy_i [o, hw], then back onto the input grid
+                with_scratch(&PATCHES_2, g.patch_len(), |dcols| {
+                    matmul_into(dcols, ckk, hw_out, o, wt, dyi_rows, threads);
+                    col2im_sample(&g, dcols, dx);
+                });
             }
         };
         if chw > 0 {
@@ -1345,6 +1451,11 @@ mod tests {
             // mismatch on an 11x10 input at kernel 5, stride 2, padding 2
             (2, 2, 5, 11, 9, 2, 2, 2),
             (3, 4, 3, 7, 7, 1, 0, 1),
+            // stride 1 takes dx as a transposed convolution (padding k-1-pad): wider kernels,
+            // non-square inputs, padding k-1 (no padding left); padding >= k falls back to col2im
+            (3, 4, 5, 9, 6, 1, 2, 2),
+            (2, 3, 3, 6, 5, 1, 2, 1),
+            (2, 2, 1, 4, 5, 1, 1, 1),
         ] {
             let inputs = [
                 var(&[batch, c, h, w], 12),

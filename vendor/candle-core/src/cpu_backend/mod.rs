@@ -344,6 +344,26 @@ impl ReduceSum<'_> {
                     }
                     return Ok(dst);
                 };
+                // flashctl patch: when dimensions that are kept follow the last reduced one (a
+                // bias gradient summed over [batch, tokens] of [batch, tokens, channels]), each
+                // run of `inner` consecutive elements lands on `inner` consecutive outputs: map
+                // the run's first index once and add the run as a slice. Every output still
+                // sums its inputs in the same (ascending) order, so the result is unchanged.
+                let last_reduced = self.reduce_dims.iter().copied().max().unwrap_or(0);
+                let inner: usize = src_l.shape().dims()[last_reduced + 1..].iter().product();
+                if inner >= 8 {
+                    for (run, chunk) in src.chunks_exact(inner).enumerate() {
+                        let mut dst_index = run * inner;
+                        for &(dim, stride) in self.reduce_dims_and_stride.iter() {
+                            let (pre, post) = (dst_index / stride, dst_index % stride);
+                            dst_index = (pre / dim) * stride + post;
+                        }
+                        for (d, &s) in dst[dst_index..dst_index + inner].iter_mut().zip(chunk) {
+                            *d += s;
+                        }
+                    }
+                    return Ok(dst);
+                }
                 for (unstr_index, &src) in src.iter().enumerate() {
                     let mut dst_index = unstr_index;
                     // Set the reduce_dims indexes to 0.
