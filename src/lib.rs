@@ -28,6 +28,7 @@ pub mod progress;
 pub mod sample;
 pub mod sampler;
 pub mod schedule;
+pub mod sd;
 pub mod seeded_vars;
 pub mod teacher;
 pub mod train;

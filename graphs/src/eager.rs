@@ -170,6 +170,7 @@ impl Ops for EagerOps {
             UnaryOp::Exp => x.exp()?,
             UnaryOp::Sqrt => x.sqrt()?,
             UnaryOp::Neg => x.neg()?,
+            UnaryOp::Erf => x.erf()?,
         })
     }
 
@@ -215,7 +216,13 @@ impl Ops for EagerOps {
             DType::U32 | DType::I64 => ids.clone(),
             _ => ids.to_dtype(DType::I64)?,
         };
-        Ok(table.index_select(&ids, 0)?)
+        // Gather on axis 0 for ids of any shape (as ONNX's): [..ids, dim]
+        if ids.rank() == 1 {
+            return Ok(table.index_select(&ids, 0)?);
+        }
+        let mut shape = ids.dims().to_vec();
+        shape.push(table.dim(1)?);
+        Ok(table.index_select(&ids.flatten_all()?, 0)?.reshape(shape)?)
     }
 
     fn clamp(&self, x: &Tensor, min: f32, max: f32) -> Result<Tensor> {

@@ -91,6 +91,7 @@ pub enum Op {
     Exp,
     Sqrt,
     Neg,
+    Erf,
     Identity,
     Softmax {
         axis: i64,
@@ -143,6 +144,7 @@ impl Op {
             Op::Exp => "Exp",
             Op::Sqrt => "Sqrt",
             Op::Neg => "Neg",
+            Op::Erf => "Erf",
             Op::Identity => "Identity",
             Op::Softmax { .. } => "Softmax",
             Op::ReduceMean { .. } => "ReduceMean",

@@ -25,6 +25,8 @@ pub enum UnaryOp {
     Exp,
     Sqrt,
     Neg,
+    /// the Gauss error function (exact GELU: x/2 (1 + erf(x/sqrt 2)))
+    Erf,
 }
 
 /// Scope of group-norm statistics (mean, variance, normalisation).

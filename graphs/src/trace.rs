@@ -409,6 +409,7 @@ impl Ops for TraceOps {
             UnaryOp::Exp => Op::Exp,
             UnaryOp::Sqrt => Op::Sqrt,
             UnaryOp::Neg => Op::Neg,
+            UnaryOp::Erf => Op::Erf,
         };
         Ok(self.node(op, vec![x.name.clone()], x.shape.clone(), DType::F32))
     }

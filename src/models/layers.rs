@@ -2,6 +2,7 @@
 //! model trained from scratch starts where its PyTorch twin would.
 
 use flashctl_graphs::ops::Init;
+use flashctl_graphs::UnaryOp;
 use flashctl_graphs::{Ops, Result};
 
 /// `prefix.name`, or `name` at the root.
@@ -92,4 +93,24 @@ pub fn embedding<O: Ops>(o: &O, p: &str, ids: &O::T, n: usize, dim: usize) -> Re
         },
     )?;
     o.scoped(p, || o.embedding(&table, ids))
+}
+
+/// torch.nn.LayerNorm(dim, eps) over the last axis, from primitives (statistics in the norm-stats
+/// scope, so an fp16 export keeps them in fp32).
+pub fn layer_norm<O: Ops>(o: &O, p: &str, x: &O::T, dim: usize, eps: f32) -> Result<O::T> {
+    let (w, b) = norm_affine(o, p, dim)?;
+    let axis = o.shape(x).len().saturating_sub(1);
+    o.scoped(p, || {
+        let normed = o.scoped(
+            flashctl_graphs::ops::NORM_STATS_SCOPE,
+            || -> Result<O::T> {
+                let mean = o.mean_keepdim(x, axis)?;
+                let centered = o.sub(x, &mean)?;
+                let var = o.mean_keepdim(&o.mul(&centered, &centered)?, axis)?;
+                let std = o.unary(UnaryOp::Sqrt, &o.affine(&var, 1.0, eps)?)?;
+                o.div(&centered, &std)
+            },
+        )?;
+        o.add(&o.mul(&normed, &w)?, &b)
+    })
 }

@@ -2,6 +2,7 @@
 //! mirrors diffusers' `UNet2DModel` in structure and parameter names) and the KDM one-step
 //! generator built from the same layers.
 
+pub mod clip_text;
 pub mod kdm;
 pub mod layers;
 pub mod mlp;

@@ -1,0 +1,162 @@
+//! The CLIP tokenizer and text encoder of a Stable-Diffusion pipeline folder against what
+//! transformers computed from the same folder (fixtures/diffusers_sd, see its README).
+
+mod common;
+use candle_core::{Device, Tensor};
+use flashctl::sd::clip_tokenizer::ClipTokenizer;
+use flashctl::sd::text_encoder::{parse_config, TextEncoder};
+
+fn pipeline() -> std::path::PathBuf {
+    common::fixture("diffusers_sd/sd_tiny_eps")
+}
+
+fn case_prompts() -> (Vec<String>, String) {
+    let case: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(pipeline().join("case.json")).unwrap())
+            .unwrap();
+    let prompts = case["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    (
+        prompts,
+        case["negative_prompt"].as_str().unwrap().to_string(),
+    )
+}
+
+fn ids_rows(t: &Tensor) -> Vec<Vec<i64>> {
+    t.to_vec2::<i64>().unwrap()
+}
+
+#[test]
+fn tokenizer_from_either_file_set_gives_transformers_ids() {
+    let io = common::load(&pipeline().join("io.safetensors"));
+    let (prompts, negative) = case_prompts();
+    let dir = pipeline().join("tokenizer");
+    let from_json = ClipTokenizer::from_dir(&dir).unwrap();
+    assert_eq!(from_json.source, "tokenizer.json");
+    let from_bpe =
+        ClipTokenizer::from_vocab_merges(&dir.join("vocab.json"), &dir.join("merges.txt"), &dir)
+            .unwrap();
+    let want = ids_rows(&io["input_ids"]);
+    let want_neg = ids_rows(&io["negative_input_ids"]);
+    for tok in [&from_json, &from_bpe] {
+        for (p, w) in prompts.iter().zip(&want) {
+            let e = tok.encode(p).unwrap();
+            assert_eq!(&e.ids, w, "{} on {p:?}", tok.source);
+            assert!(!e.truncated);
+        }
+        assert_eq!(
+            tok.encode(&negative).unwrap().ids,
+            want_neg[0],
+            "{}",
+            tok.source
+        );
+    }
+}
+
+#[test]
+fn long_prompts_are_truncated_to_the_length_and_say_so() {
+    let tok = ClipTokenizer::from_dir(&pipeline().join("tokenizer")).unwrap();
+    let long = "a photo of a sneaker ".repeat(40);
+    let e = tok.encode(&long).unwrap();
+    assert_eq!(e.ids.len(), tok.max_len);
+    assert!(e.truncated);
+    // bos first, eos last: the body was cut, not the special tokens
+    let short = tok.encode("a photo").unwrap();
+    assert_eq!(e.ids[0], short.ids[0]);
+    assert_eq!(e.ids[tok.max_len - 1], short.ids[3]);
+}
+
+#[test]
+fn text_encoder_matches_transformers() {
+    let io = common::load(&pipeline().join("io.safetensors"));
+    let enc = TextEncoder::load(&pipeline().join("text_encoder"), &Device::Cpu).unwrap();
+    for (ids, want) in [
+        ("input_ids", "prompt_embeds"),
+        ("negative_input_ids", "negative_prompt_embeds"),
+    ] {
+        let got = enc.encode(&io[ids]).unwrap();
+        let err = common::rel_err(&got, &io[want]);
+        assert!(err < 1e-4, "{want}: relative error {err}");
+    }
+}
+
+#[test]
+fn text_encoder_refuses_what_it_cannot_run_by_name() {
+    let dir = pipeline().join("text_encoder");
+    let base: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let with = |k: &str, v: serde_json::Value| {
+        let mut m = base.clone();
+        m.insert(k.into(), v);
+        parse_config(&m).unwrap_err()
+    };
+    assert!(with("hidden_act", "relu".into()).contains("hidden_act `relu`"));
+    assert!(with(
+        "architectures",
+        serde_json::json!(["CLIPTextModelWithProjection"])
+    )
+    .contains("CLIPTextModelWithProjection"));
+    assert!(with("num_attention_heads", 5.into()).contains("not divisible"));
+    let enc = TextEncoder::load(&dir, &Device::Cpu).unwrap();
+    let short = Tensor::zeros((1, 10), candle_core::DType::I64, &Device::Cpu).unwrap();
+    let e = enc.encode(&short).unwrap_err().to_string();
+    assert!(e.contains("10 tokens") && e.contains("77"), "{e}");
+    let big = Tensor::full(5000i64, (1, 77), &Device::Cpu).unwrap();
+    let e = enc.encode(&big).unwrap_err().to_string();
+    assert!(e.contains("5000") && e.contains("vocabulary"), "{e}");
+}
+
+#[test]
+fn gelu_text_encoders_use_the_exact_erf_form() {
+    // SD 2.x text encoders are `gelu`: x/2 (1 + erf(x/sqrt 2)); OpenAI CLIP's quick_gelu differs
+    use flashctl::models::clip_text::{activation, ClipActivation};
+    let ops = flashctl_graphs::EagerOps::new(candle_nn::VarBuilder::zeros(
+        candle_core::DType::F32,
+        &Device::Cpu,
+    ));
+    let x = Tensor::arange(-40i64, 40, &Device::Cpu)
+        .unwrap()
+        .to_dtype(candle_core::DType::F32)
+        .unwrap()
+        .affine(0.1, 0.0)
+        .unwrap();
+    let gelu = activation(&ops, ClipActivation::Gelu, &x).unwrap();
+    assert!(common::rel_err(&gelu, &x.gelu_erf().unwrap()) < 1e-6);
+    let quick = activation(&ops, ClipActivation::QuickGelu, &x).unwrap();
+    let sig = candle_nn::ops::sigmoid(&x.affine(1.702, 0.0).unwrap()).unwrap();
+    assert!(common::rel_err(&quick, &(&x * sig).unwrap()) < 1e-6);
+    assert!(common::rel_err(&quick, &gelu) > 1e-3);
+}
+
+/// The same network traced into one ONNX graph (`input_ids` [batch, 77] int64 ->
+/// `prompt_embeds`), run by tract and ONNX Runtime.
+#[test]
+fn traced_text_encoder_runs_in_every_runtime() {
+    use flashctl_graphs::{DType, Dim, TraceOps};
+    use flashctl_validate::HostTensor;
+    let io = common::load(&pipeline().join("io.safetensors"));
+    let enc = TextEncoder::load(&pipeline().join("text_encoder"), &Device::Cpu).unwrap();
+    let vb = candle_nn::VarBuilder::from_tensors(
+        enc.weights().clone(),
+        candle_core::DType::F32,
+        &Device::Cpu,
+    );
+    let ops = TraceOps::new(vb, "text_encoder");
+    let ids = ops.input("input_ids", DType::I64, vec![Dim::Batch, Dim::Known(77)]);
+    let y = flashctl::models::clip_text::forward(&enc.config, &ops, &ids).unwrap();
+    let graph = ops.finish(&[("prompt_embeds", &y)]).unwrap();
+    let bytes = common::onnx_bytes(&graph);
+    let want = common::vec(&io["prompt_embeds"]);
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let ids: Vec<i64> = io["input_ids"].flatten_all().unwrap().to_vec1().unwrap();
+    let inputs = [HostTensor::i64("input_ids", vec![2, 77], ids)];
+    for rt in common::parity_runtimes() {
+        let got = common::run_first_output(rt, &bytes, &inputs);
+        let err = common::max_abs(&got, &want) / scale;
+        assert!(err < 1e-4, "{rt}: relative error {err}");
+    }
+}
