@@ -357,12 +357,254 @@ pub fn parse_unet_config(map: &Map<String, Value>) -> Result<UnetConfig, String>
         add_attention: f.bool_or("add_attention", true)?,
         time_embedding_dim: f.opt_usize("time_embedding_dim")?,
         attn_norm_num_groups: f.opt_usize("attn_norm_num_groups")?,
+        cross_attention: None,
     };
     if cfg.downsample_padding > 1 {
         return Err(f.bad("downsample_padding", "0 or 1"));
     }
     cfg.validate()
         .map_err(|e| format!("UNet2DModel config: {e}"))?;
+    Ok(cfg)
+}
+
+/// diffusers `UNet2DConditionModel.__init__` keyword arguments (diffusers 0.42), every one
+/// handled below: used, checked to be the default flashctl implements, or refused by name.
+const UNET_COND_KEYS: &[&str] = &[
+    "sample_size",
+    "in_channels",
+    "out_channels",
+    "center_input_sample",
+    "flip_sin_to_cos",
+    "freq_shift",
+    "down_block_types",
+    "mid_block_type",
+    "up_block_types",
+    "only_cross_attention",
+    "block_out_channels",
+    "layers_per_block",
+    "downsample_padding",
+    "mid_block_scale_factor",
+    "dropout",
+    "act_fn",
+    "norm_num_groups",
+    "norm_eps",
+    "cross_attention_dim",
+    "transformer_layers_per_block",
+    "reverse_transformer_layers_per_block",
+    "encoder_hid_dim",
+    "encoder_hid_dim_type",
+    "attention_head_dim",
+    "num_attention_heads",
+    "dual_cross_attention",
+    "use_linear_projection",
+    "class_embed_type",
+    "addition_embed_type",
+    "addition_time_embed_dim",
+    "num_class_embeds",
+    "upcast_attention",
+    "resnet_time_scale_shift",
+    "resnet_skip_time_act",
+    "resnet_out_scale_factor",
+    "time_embedding_type",
+    "time_embedding_dim",
+    "time_embedding_act_fn",
+    "timestep_post_act",
+    "time_cond_proj_dim",
+    "conv_in_kernel",
+    "conv_out_kernel",
+    "projection_class_embeddings_input_dim",
+    "attention_type",
+    "class_embeddings_concat",
+    "mid_block_only_cross_attention",
+    "cross_attention_norm",
+    "addition_embed_type_num_heads",
+];
+
+/// An int for every level, or a list with one per level.
+fn per_level(f: &Fields, k: &str, levels: usize, default: usize) -> Result<Vec<usize>, String> {
+    match f.get(k) {
+        None => Ok(vec![default; levels]),
+        Some(Value::Array(_)) => {
+            let v = f.usizes(k, &[])?;
+            if v.len() != levels {
+                return Err(f.bad(k, &format!("one value per level ({levels})")));
+            }
+            Ok(v)
+        }
+        Some(v) => v
+            .as_u64()
+            .map(|x| vec![x as usize; levels])
+            .ok_or_else(|| f.bad(k, "an integer or a list of integers")),
+    }
+}
+
+/// Map a diffusers `UNet2DConditionModel` config (SD 1.x/2.x layouts) onto [`UnetConfig`] with
+/// its cross-attention part, refusing what flashctl cannot run.
+pub fn parse_unet_cond_config(map: &Map<String, Value>) -> Result<UnetConfig, String> {
+    let f = Fields {
+        what: "UNet2DConditionModel",
+        map,
+    };
+    f.only_known(UNET_COND_KEYS)?;
+    // options whose non-default values change the network and are not implemented
+    for k in [
+        "encoder_hid_dim",
+        "encoder_hid_dim_type",
+        "class_embed_type",
+        "addition_embed_type",
+        "addition_time_embed_dim",
+        "reverse_transformer_layers_per_block",
+        "time_embedding_act_fn",
+        "timestep_post_act",
+        "time_cond_proj_dim",
+        "projection_class_embeddings_input_dim",
+        "mid_block_only_cross_attention",
+        "cross_attention_norm",
+    ] {
+        if let Some(v) = f.get(k) {
+            return Err(format!(
+                "unsupported UNet2DConditionModel option `{k}` = {v} (flashctl supports null)"
+            ));
+        }
+    }
+    for k in [
+        "dual_cross_attention",
+        "resnet_skip_time_act",
+        "class_embeddings_concat",
+        "only_cross_attention",
+    ] {
+        if f.get(k).is_some_and(|v| v != &Value::Bool(false)) {
+            return Err(format!(
+                "unsupported UNet2DConditionModel option `{k}` = {} (flashctl supports false)",
+                f.get(k).unwrap()
+            ));
+        }
+    }
+    f.require("time_embedding_type", &["positional"], "positional")?;
+    f.require("attention_type", &["default"], "default")?;
+    f.require(
+        "mid_block_type",
+        &["UNetMidBlock2DCrossAttn"],
+        "UNetMidBlock2DCrossAttn",
+    )?;
+    f.require("act_fn", &["silu", "swish"], "silu")?;
+    f.require(
+        "resnet_time_scale_shift",
+        &["default", "scale_shift"],
+        "default",
+    )?;
+    for k in ["conv_in_kernel", "conv_out_kernel"] {
+        if f.usize_or(k, 3)? != 3 {
+            return Err(f.bad(k, "3 (flashctl supports 3)"));
+        }
+    }
+    if f.f64_or("resnet_out_scale_factor", 1.0)? != 1.0 {
+        return Err(f.bad("resnet_out_scale_factor", "1.0 (flashctl supports 1.0)"));
+    }
+    f.f64_or("dropout", 0.0)?;
+    let sample_size = match f.get("sample_size") {
+        Some(Value::Array(a)) if a.len() == 2 && a[0] == a[1] && a[0].is_u64() => {
+            a[0].as_u64().unwrap() as usize
+        }
+        Some(Value::Array(_)) => return Err(f.bad("sample_size", "square")),
+        Some(v) => v
+            .as_u64()
+            .map(|x| x as usize)
+            .ok_or_else(|| f.bad("sample_size", "an integer"))?,
+        None => return Err("UNet2DConditionModel option `sample_size` is missing or null".into()),
+    };
+    let down = f.strings(
+        "down_block_types",
+        &[
+            "CrossAttnDownBlock2D",
+            "CrossAttnDownBlock2D",
+            "CrossAttnDownBlock2D",
+            "DownBlock2D",
+        ],
+    )?;
+    let up = f.strings(
+        "up_block_types",
+        &[
+            "UpBlock2D",
+            "CrossAttnUpBlock2D",
+            "CrossAttnUpBlock2D",
+            "CrossAttnUpBlock2D",
+        ],
+    )?;
+    for (k, list, ok) in [
+        (
+            "down_block_types",
+            &down,
+            ["DownBlock2D", "CrossAttnDownBlock2D"],
+        ),
+        ("up_block_types", &up, ["UpBlock2D", "CrossAttnUpBlock2D"]),
+    ] {
+        if let Some(bad) = list.iter().find(|t| !ok.contains(&t.as_str())) {
+            return Err(format!(
+                "unsupported UNet2DConditionModel option `{k}` entry \"{bad}\" (flashctl supports: {})",
+                ok.join(", ")
+            ));
+        }
+    }
+    let boc = f.usizes("block_out_channels", &[320, 640, 1280, 1280])?;
+    let levels = boc.len();
+    let cross_attention_dim = match f.get("cross_attention_dim") {
+        Some(Value::Array(_)) => {
+            let v = f.usizes("cross_attention_dim", &[])?;
+            match v.first() {
+                Some(&d) if v.iter().all(|&x| x == d) => d,
+                _ => return Err(f.bad("cross_attention_dim", "one width for every level")),
+            }
+        }
+        _ => f.usize_or("cross_attention_dim", 1280)?,
+    };
+    // diffusers: `num_attention_heads = num_attention_heads or attention_head_dim` (the
+    // historical naming: SD configs' attention_head_dim is the head count)
+    let heads_key = if f.get("num_attention_heads").is_some() {
+        "num_attention_heads"
+    } else {
+        "attention_head_dim"
+    };
+    let heads = per_level(&f, heads_key, levels, 8)?;
+    let transformer_layers = per_level(&f, "transformer_layers_per_block", levels, 1)?;
+    let norm_num_groups = f.usize_or("norm_num_groups", 32)?;
+    if norm_num_groups == 0 {
+        return Err(f.bad("norm_num_groups", "positive"));
+    }
+    let cfg = UnetConfig {
+        sample_size,
+        in_channels: f.usize_or("in_channels", 4)?,
+        out_channels: f.usize_or("out_channels", 4)?,
+        center_input_sample: f.bool_or("center_input_sample", false)?,
+        flip_sin_to_cos: f.bool_or("flip_sin_to_cos", true)?,
+        freq_shift: f.f64_or("freq_shift", 0.0)? as f32,
+        down_block_types: down,
+        up_block_types: up,
+        block_out_channels: boc,
+        layers_per_block: f.usize_or("layers_per_block", 2)?,
+        mid_block_scale_factor: f.f64_or("mid_block_scale_factor", 1.0)? as f32,
+        downsample_padding: f.usize_or("downsample_padding", 1)?,
+        norm_num_groups,
+        norm_eps: f.f64_or("norm_eps", 1e-5)? as f32,
+        attention_head_dim: None,
+        resnet_time_scale_shift: f.str_or("resnet_time_scale_shift", "default")?,
+        num_class_embeds: f.opt_usize("num_class_embeds")?,
+        add_attention: true,
+        time_embedding_dim: f.opt_usize("time_embedding_dim")?,
+        attn_norm_num_groups: None,
+        cross_attention: Some(Box::new(crate::models::unet::CrossAttentionConfig {
+            cross_attention_dim,
+            heads,
+            transformer_layers,
+            use_linear_projection: f.bool_or("use_linear_projection", false)?,
+            upcast_attention: f.bool_or("upcast_attention", false)?,
+        })),
+    };
+    if cfg.downsample_padding > 1 {
+        return Err(f.bad("downsample_padding", "0 or 1"));
+    }
+    cfg.validate()
+        .map_err(|e| format!("UNet2DConditionModel config: {e}"))?;
     Ok(cfg)
 }
 

@@ -116,6 +116,7 @@ pub fn preset_for_shape(
         add_attention: true,
         time_embedding_dim: None,
         attn_norm_num_groups: None,
+        cross_attention: None,
     });
     (d, opts(iters, batch, 5e-4))
 }

@@ -60,6 +60,29 @@ pub struct UnetConfig {
     /// "default" time scale shift, no norm at all under "scale_shift").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attn_norm_num_groups: Option<usize>,
+    /// `UNet2DConditionModel`: its cross-attention (Transformer2DModel) blocks; `None` for a
+    /// `UNet2DModel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_attention: Option<Box<CrossAttentionConfig>>,
+}
+
+/// What a `UNet2DConditionModel` adds to the UNet2DModel skeleton: `CrossAttnDownBlock2D` /
+/// `CrossAttnUpBlock2D` levels and a `UNetMidBlock2DCrossAttn`, each attention a
+/// `Transformer2DModel` of `BasicTransformerBlock`s (self-attention, cross-attention on
+/// `encoder_hidden_states`, GEGLU feed-forward).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CrossAttentionConfig {
+    /// width of `encoder_hidden_states` (the text encoder's hidden size)
+    pub cross_attention_dim: usize,
+    /// attention heads of each level, in down order (diffusers' `num_attention_heads`, which SD
+    /// 1.x/2.x configs spell `attention_head_dim`); the mid block uses the last
+    pub heads: Vec<usize>,
+    /// `BasicTransformerBlock`s per Transformer2DModel, per level in down order
+    pub transformer_layers: Vec<usize>,
+    /// proj_in / proj_out as linear layers on tokens (SD 2.x) instead of 1x1 convolutions
+    pub use_linear_projection: bool,
+    /// attention scores in fp32 (SD 2.1); the eager path and fp32 graphs are fp32 throughout
+    pub upcast_attention: bool,
 }
 
 impl UnetConfig {
@@ -73,13 +96,42 @@ impl UnetConfig {
                 self.up_block_types.len()
             ));
         }
+        let (down_ok, up_ok): (&[&str], &[&str]) = match &self.cross_attention {
+            None => (
+                &["DownBlock2D", "AttnDownBlock2D"],
+                &["UpBlock2D", "AttnUpBlock2D"],
+            ),
+            Some(x) => {
+                if x.heads.len() != n || x.transformer_layers.len() != n {
+                    return Err(format!(
+                        "cross attention: {} head counts and {} transformer layer counts for {n} levels",
+                        x.heads.len(),
+                        x.transformer_layers.len()
+                    ));
+                }
+                for (&c, &h) in self.block_out_channels.iter().zip(&x.heads) {
+                    if h == 0 || !c.is_multiple_of(h) {
+                        return Err(format!(
+                            "{h} attention heads do not divide a level of width {c}"
+                        ));
+                    }
+                }
+                if x.cross_attention_dim == 0 {
+                    return Err("cross_attention_dim must be positive".into());
+                }
+                (
+                    &["DownBlock2D", "CrossAttnDownBlock2D"],
+                    &["UpBlock2D", "CrossAttnUpBlock2D"],
+                )
+            }
+        };
         for t in &self.down_block_types {
-            if t != "DownBlock2D" && t != "AttnDownBlock2D" {
+            if !down_ok.contains(&t.as_str()) {
                 return Err(format!("unsupported down_block_types entry `{t}`"));
             }
         }
         for t in &self.up_block_types {
-            if t != "UpBlock2D" && t != "AttnUpBlock2D" {
+            if !up_ok.contains(&t.as_str()) {
                 return Err(format!("unsupported up_block_types entry `{t}`"));
             }
         }
@@ -254,6 +306,167 @@ impl Ctx<'_> {
     }
 }
 
+impl Ctx<'_> {
+    /// diffusers `Transformer2DModel` (continuous input) as the cross-attention blocks build
+    /// it: GroupNorm (eps 1e-6), proj_in (1x1 conv, or linear on tokens), `layers`
+    /// `BasicTransformerBlock`s, proj_out, residual.
+    #[allow(clippy::too_many_arguments)]
+    fn transformer_2d<O: Ops>(
+        &self,
+        o: &O,
+        p: &str,
+        x: &O::T,
+        context: &O::T,
+        channels: usize,
+        heads: usize,
+        layers: usize,
+    ) -> Result<O::T> {
+        let c = self.c;
+        let cross = c.cross_attention.as_ref().expect("a cross-attention UNet");
+        let linear_proj = cross.use_linear_projection;
+        o.scoped(p, || {
+            let s = o.shape(x);
+            let (hh, ww) = (
+                s[2].known().unwrap_or(0) as i64,
+                s[3].known().unwrap_or(0) as i64,
+            );
+            let ch = channels as i64;
+            let normed = group_norm(o, &join(p, "norm"), x, c.norm_num_groups, channels, 1e-6)?;
+            let to_tokens = |v: &O::T| -> Result<O::T> {
+                let flat = o.reshape(v, &[0, ch, hh * ww])?;
+                o.transpose(&flat, &[0, 2, 1])
+            };
+            let mut tokens = if linear_proj {
+                linear(
+                    o,
+                    &join(p, "proj_in"),
+                    &to_tokens(&normed)?,
+                    channels,
+                    channels,
+                )?
+            } else {
+                to_tokens(&conv2d(
+                    o,
+                    &join(p, "proj_in"),
+                    &normed,
+                    channels,
+                    channels,
+                    1,
+                    1,
+                    0,
+                )?)?
+            };
+            for l in 0..layers {
+                tokens = basic_transformer_block(
+                    o,
+                    &join(p, &format!("transformer_blocks.{l}")),
+                    &tokens,
+                    context,
+                    channels,
+                    heads,
+                    cross.cross_attention_dim,
+                )?;
+            }
+            let to_image = |v: &O::T| -> Result<O::T> {
+                let chw = o.transpose(v, &[0, 2, 1])?;
+                o.reshape(&chw, &[0, ch, hh, ww])
+            };
+            let out = if linear_proj {
+                to_image(&linear(
+                    o,
+                    &join(p, "proj_out"),
+                    &tokens,
+                    channels,
+                    channels,
+                )?)?
+            } else {
+                conv2d(
+                    o,
+                    &join(p, "proj_out"),
+                    &to_image(&tokens)?,
+                    channels,
+                    channels,
+                    1,
+                    1,
+                    0,
+                )?
+            };
+            o.add(&out, x)
+        })
+    }
+}
+
+/// diffusers `Attention` without biases on q/k/v (as BasicTransformerBlock builds it):
+/// tokens [B, N, dim] attend to `kv` [B, M, kv_dim] (itself for self-attention).
+fn transformer_attention<O: Ops>(
+    o: &O,
+    p: &str,
+    x: &O::T,
+    kv: &O::T,
+    dim: usize,
+    kv_dim: usize,
+    heads: usize,
+) -> Result<O::T> {
+    let head_dim = dim / heads;
+    let proj = |name: &str, v: &O::T, in_f: usize| -> Result<O::T> {
+        let w = o.param(
+            &join(&join(p, name), "weight"),
+            &[dim, in_f],
+            flashctl_graphs::ops::Init::Uniform {
+                lo: -1.0 / (in_f as f64).sqrt(),
+                up: 1.0 / (in_f as f64).sqrt(),
+            },
+        )?;
+        let y = o.scoped(&join(p, name), || o.linear(v, &w, None))?;
+        let y = o.reshape(&y, &[0, -1, heads as i64, head_dim as i64])?;
+        o.transpose(&y, &[0, 2, 1, 3])
+    };
+    let q = proj("to_q", x, dim)?;
+    let k = proj("to_k", kv, kv_dim)?;
+    let v = proj("to_v", kv, kv_dim)?;
+    let a = o.attention(&q, &k, &v, 1.0 / (head_dim as f32).sqrt())?;
+    let a = o.transpose(&a, &[0, 2, 1, 3])?;
+    let a = o.reshape(&a, &[0, -1, dim as i64])?;
+    linear(o, &join(p, "to_out.0"), &a, dim, dim)
+}
+
+/// diffusers `BasicTransformerBlock` (layer norms, no ada-norm): self-attention, cross-attention
+/// on `context`, GEGLU feed-forward (inner width 4 x dim), each pre-norm with a residual.
+fn basic_transformer_block<O: Ops>(
+    o: &O,
+    p: &str,
+    x: &O::T,
+    context: &O::T,
+    dim: usize,
+    heads: usize,
+    context_dim: usize,
+) -> Result<O::T> {
+    use super::layers::layer_norm;
+    let n1 = layer_norm(o, &join(p, "norm1"), x, dim, 1e-5)?;
+    let h = o.add(
+        &transformer_attention(o, &join(p, "attn1"), &n1, &n1, dim, dim, heads)?,
+        x,
+    )?;
+    let n2 = layer_norm(o, &join(p, "norm2"), &h, dim, 1e-5)?;
+    let cross = transformer_attention(o, &join(p, "attn2"), &n2, context, dim, context_dim, heads)?;
+    let h = o.add(&cross, &h)?;
+    let n3 = layer_norm(o, &join(p, "norm3"), &h, dim, 1e-5)?;
+    let inner = 4 * dim;
+    // GEGLU: proj to 2 x inner, (hidden, gate) = chunk(2, -1), hidden * gelu(gate)
+    let both = linear(o, &join(p, "ff.net.0.proj"), &n3, dim, 2 * inner)?;
+    let pairs = o.reshape(&both, &[0, -1, 2, inner as i64])?;
+    let last = o.transpose(&pairs, &[0, 1, 3, 2])?; // [B, N, inner, 2]
+    let pick = |i: usize| -> Result<O::T> {
+        let sel = if i == 0 { [1.0, 0.0] } else { [0.0, 1.0] };
+        let w = o.constant(&sel, &[2, 1])?;
+        o.reshape(&o.matmul(&last, &w)?, &[0, -1, inner as i64])
+    };
+    let (hidden, gate) = (pick(0)?, pick(1)?);
+    let gate = super::clip_text::activation(o, super::clip_text::ClipActivation::Gelu, &gate)?;
+    let ff = linear(o, &join(p, "ff.net.2"), &o.mul(&hidden, &gate)?, inner, dim)?;
+    o.add(&ff, &h)
+}
+
 /// Split [B, 2, C, 1, 1] into two [B, C, 1, 1] halves with constant selection weights, using only
 /// ops every runtime has (a 1x2 linear over the pair axis).
 fn split_pair<O: Ops>(o: &O, t5: &O::T, out_c: usize) -> Result<(O::T, O::T)> {
@@ -275,7 +488,34 @@ pub fn forward<O: Ops>(
     t: &O::T,
     class_labels: Option<&O::T>,
 ) -> Result<O::T> {
+    forward_with_context(c, o, x, t, class_labels, None)
+}
+
+/// [`forward`] of a `UNet2DConditionModel`: `context` is `encoder_hidden_states`
+/// [B, tokens, cross_attention_dim].
+pub fn forward_with_context<O: Ops>(
+    c: &UnetConfig,
+    o: &O,
+    x: &O::T,
+    t: &O::T,
+    class_labels: Option<&O::T>,
+    context: Option<&O::T>,
+) -> Result<O::T> {
     c.validate().map_err(GraphError::Invalid)?;
+    let cross = match (&c.cross_attention, context) {
+        (Some(x), Some(ctx)) => Some((x, ctx)),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(GraphError::Invalid(
+                "a UNet2DConditionModel needs encoder_hidden_states".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(GraphError::Invalid(
+                "encoder_hidden_states given to a UNet without cross-attention".into(),
+            ))
+        }
+    };
     let cx = Ctx { c };
     let boc = &c.block_out_channels;
     let ted = c.time_embed_dim();
@@ -311,6 +551,18 @@ pub fn forward<O: Ops>(
         for j in 0..c.layers_per_block {
             let rin = if j == 0 { in_c } else { out_c };
             h = cx.resnet(o, &format!("{p}.resnets.{j}"), &h, &emb, rin, out_c, 1.0)?;
+            if ty == "CrossAttnDownBlock2D" {
+                let (x, ctx) = cross.expect("validated: cross blocks need cross attention");
+                h = cx.transformer_2d(
+                    o,
+                    &format!("{p}.attentions.{j}"),
+                    &h,
+                    ctx,
+                    out_c,
+                    x.heads[i],
+                    x.transformer_layers[i],
+                )?;
+            }
             if ty == "AttnDownBlock2D" {
                 h = cx.attention(
                     o,
@@ -339,7 +591,18 @@ pub fn forward<O: Ops>(
     let mid = *boc.last().unwrap();
     let msf = c.mid_block_scale_factor;
     h = cx.resnet(o, "mid_block.resnets.0", &h, &emb, mid, mid, msf)?;
-    if c.add_attention {
+    if let Some((x, ctx)) = cross {
+        let last = x.heads.len() - 1;
+        h = cx.transformer_2d(
+            o,
+            "mid_block.attentions.0",
+            &h,
+            ctx,
+            mid,
+            x.heads[last],
+            x.transformer_layers[last],
+        )?;
+    } else if c.add_attention {
         h = cx.attention(
             o,
             "mid_block.attentions.0",
@@ -373,6 +636,19 @@ pub fn forward<O: Ops>(
                 out_c,
                 1.0,
             )?;
+            if ty == "CrossAttnUpBlock2D" {
+                let (x, ctx) = cross.expect("validated: cross blocks need cross attention");
+                let level = rev.len() - 1 - i;
+                h = cx.transformer_2d(
+                    o,
+                    &format!("{p}.attentions.{j}"),
+                    &h,
+                    ctx,
+                    out_c,
+                    x.heads[level],
+                    x.transformer_layers[level],
+                )?;
+            }
             if ty == "AttnUpBlock2D" {
                 h = cx.attention(
                     o,

@@ -1,7 +1,8 @@
 //! Stable-Diffusion-family pipeline folders (`model_index.json`: UNet2DConditionModel,
 //! AutoencoderKL, CLIPTextModel, CLIP tokenizer, scheduler), issue "latent text-to-image
-//! teachers". So far: the tokenizer ([`clip_tokenizer`]) and the text encoder
-//! ([`text_encoder`], the network itself in `models::clip_text`).
+//! teachers". So far: the tokenizer ([`clip_tokenizer`]), the text encoder ([`text_encoder`],
+//! the network itself in `models::clip_text`); the UNet2DConditionModel is `models::unet` with
+//! its cross-attention part (config: `diffusers::parse_unet_cond_config`).
 
 pub mod clip_tokenizer;
 pub mod text_encoder;

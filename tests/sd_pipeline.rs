@@ -1,5 +1,6 @@
-//! The CLIP tokenizer and text encoder of a Stable-Diffusion pipeline folder against what
-//! transformers computed from the same folder (fixtures/diffusers_sd, see its README).
+//! The components of a Stable-Diffusion pipeline folder (CLIP tokenizer, text encoder,
+//! UNet2DConditionModel) against what transformers and diffusers computed from the same folder
+//! (fixtures/diffusers_sd, see its README).
 
 mod common;
 use candle_core::{Device, Tensor};
@@ -157,6 +158,110 @@ fn traced_text_encoder_runs_in_every_runtime() {
     for rt in common::parity_runtimes() {
         let got = common::run_first_output(rt, &bytes, &inputs);
         let err = common::max_abs(&got, &want) / scale;
+        assert!(err < 1e-4, "{rt}: relative error {err}");
+    }
+}
+
+fn unet_config() -> serde_json::Map<String, serde_json::Value> {
+    serde_json::from_str(&std::fs::read_to_string(pipeline().join("unet/config.json")).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn conditional_unet_matches_diffusers() {
+    use flashctl::diffusers::parse_unet_cond_config;
+    use flashctl_graphs::EagerOps;
+    let io = common::load(&pipeline().join("io.safetensors"));
+    let cfg = parse_unet_cond_config(&unet_config()).unwrap();
+    let weights = common::load(&pipeline().join("unet/diffusion_pytorch_model.safetensors"));
+    let ops = EagerOps::new(candle_nn::VarBuilder::from_tensors(
+        weights,
+        candle_core::DType::F32,
+        &Device::Cpu,
+    ));
+    let out = flashctl::models::unet::forward_with_context(
+        &cfg,
+        &ops,
+        &io["x"],
+        &io["t"],
+        None,
+        Some(&io["prompt_embeds"]),
+    )
+    .unwrap();
+    let err = common::rel_err(&out, &io["denoiser_out"]);
+    println!("UNet2DConditionModel: relative error {err:.3e}");
+    assert!(err < 1e-4, "relative error {err}");
+}
+
+#[test]
+fn conditional_unet_config_refuses_what_it_cannot_run_by_name() {
+    use flashctl::diffusers::parse_unet_cond_config;
+    let with = |k: &str, v: serde_json::Value| {
+        let mut m = unet_config();
+        m.insert(k.into(), v);
+        parse_unet_cond_config(&m).unwrap_err()
+    };
+    assert!(with("time_cond_proj_dim", 256.into()).contains("time_cond_proj_dim"));
+    assert!(with("addition_embed_type", "text_time".into()).contains("addition_embed_type"));
+    assert!(with("dual_cross_attention", true.into()).contains("dual_cross_attention"));
+    assert!(with("attention_type", "gated".into()).contains("attention_type"));
+    assert!(with("conv_in_kernel", 5.into()).contains("conv_in_kernel"));
+    assert!(
+        with("mid_block_type", "UNetMidBlock2DSimpleCrossAttn".into()).contains("mid_block_type")
+    );
+    assert!(with(
+        "down_block_types",
+        serde_json::json!(["DownBlock2D", "SimpleCrossAttnDownBlock2D"])
+    )
+    .contains("SimpleCrossAttnDownBlock2D"));
+    assert!(
+        with("attention_head_dim", serde_json::json!([8, 8, 8])).contains("one value per level")
+    );
+    assert!(with("attention_head_dim", 5.into()).contains("do not divide"));
+    assert!(with("some_new_option", 1.into()).contains("some_new_option"));
+}
+
+/// One UNet2DConditionModel call traced into ONNX (`x`, `t`, `encoder_hidden_states`), run by
+/// tract and ONNX Runtime against diffusers' output.
+#[test]
+fn traced_conditional_unet_runs_in_every_runtime() {
+    use flashctl::diffusers::parse_unet_cond_config;
+    use flashctl_graphs::{DType, Dim, TraceOps};
+    use flashctl_validate::HostTensor;
+    let io = common::load(&pipeline().join("io.safetensors"));
+    let cfg = parse_unet_cond_config(&unet_config()).unwrap();
+    let weights = common::load(&pipeline().join("unet/diffusion_pytorch_model.safetensors"));
+    let vb = candle_nn::VarBuilder::from_tensors(weights, candle_core::DType::F32, &Device::Cpu);
+    let ops = TraceOps::new(vb, "unet");
+    let x = ops.input(
+        "x",
+        DType::F32,
+        vec![Dim::Batch, Dim::Known(4), Dim::Known(8), Dim::Known(8)],
+    );
+    let t = ops.input("t", DType::F32, vec![Dim::Batch]);
+    let ctx = ops.input(
+        "encoder_hidden_states",
+        DType::F32,
+        vec![Dim::Batch, Dim::Known(77), Dim::Known(32)],
+    );
+    let y =
+        flashctl::models::unet::forward_with_context(&cfg, &ops, &x, &t, None, Some(&ctx)).unwrap();
+    let graph = ops.finish(&[("denoiser_out", &y)]).unwrap();
+    let bytes = common::onnx_bytes(&graph);
+    let host = |name: &str, key: &str| {
+        HostTensor::f32(name, io[key].dims().to_vec(), common::vec(&io[key]))
+    };
+    let inputs = [
+        host("x", "x"),
+        host("t", "t"),
+        host("encoder_hidden_states", "prompt_embeds"),
+    ];
+    let want = common::vec(&io["denoiser_out"]);
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for rt in common::parity_runtimes() {
+        let got = common::run_first_output(rt, &bytes, &inputs);
+        let err = common::max_abs(&got, &want) / scale;
+        println!("traced UNet2DConditionModel in {rt}: relative error {err:.3e}");
         assert!(err < 1e-4, "{rt}: relative error {err}");
     }
 }
