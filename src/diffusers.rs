@@ -94,23 +94,23 @@ pub fn read_object(path: &Path) -> Result<Map<String, Value>, String> {
 }
 
 /// Field access with diffusers defaults and typed, named errors.
-struct Fields<'a> {
-    what: &'static str,
-    map: &'a Map<String, Value>,
+pub(crate) struct Fields<'a> {
+    pub(crate) what: &'static str,
+    pub(crate) map: &'a Map<String, Value>,
 }
 
 impl Fields<'_> {
-    fn get(&self, k: &str) -> Option<&Value> {
+    pub(crate) fn get(&self, k: &str) -> Option<&Value> {
         self.map.get(k).filter(|v| !v.is_null())
     }
-    fn bad(&self, k: &str, want: &str) -> String {
+    pub(crate) fn bad(&self, k: &str, want: &str) -> String {
         format!(
             "{} option `{k}` = {} is not {want}",
             self.what,
             self.map.get(k).cloned().unwrap_or(Value::Null)
         )
     }
-    fn usize_or(&self, k: &str, d: usize) -> Result<usize, String> {
+    pub(crate) fn usize_or(&self, k: &str, d: usize) -> Result<usize, String> {
         match self.get(k) {
             None => Ok(d),
             Some(v) => v
@@ -119,7 +119,7 @@ impl Fields<'_> {
                 .ok_or_else(|| self.bad(k, "a non-negative integer")),
         }
     }
-    fn opt_usize(&self, k: &str) -> Result<Option<usize>, String> {
+    pub(crate) fn opt_usize(&self, k: &str) -> Result<Option<usize>, String> {
         self.get(k)
             .map(|v| {
                 v.as_u64()
@@ -128,21 +128,21 @@ impl Fields<'_> {
             })
             .transpose()
     }
-    fn f64_or(&self, k: &str, d: f64) -> Result<f64, String> {
+    pub(crate) fn f64_or(&self, k: &str, d: f64) -> Result<f64, String> {
         match self.get(k) {
             None => Ok(d),
             Some(v) => v.as_f64().ok_or_else(|| self.bad(k, "a number")),
         }
     }
     /// A boolean; an explicit null is Python's falsy None, as diffusers passes it through.
-    fn bool_or(&self, k: &str, d: bool) -> Result<bool, String> {
+    pub(crate) fn bool_or(&self, k: &str, d: bool) -> Result<bool, String> {
         match self.get(k) {
             None if self.map.contains_key(k) => Ok(false),
             None => Ok(d),
             Some(v) => v.as_bool().ok_or_else(|| self.bad(k, "true or false")),
         }
     }
-    fn str_or(&self, k: &str, d: &str) -> Result<String, String> {
+    pub(crate) fn str_or(&self, k: &str, d: &str) -> Result<String, String> {
         match self.get(k) {
             None => Ok(d.to_string()),
             Some(v) => v
@@ -151,7 +151,7 @@ impl Fields<'_> {
                 .ok_or_else(|| self.bad(k, "a string")),
         }
     }
-    fn strings(&self, k: &str, d: &[&str]) -> Result<Vec<String>, String> {
+    pub(crate) fn strings(&self, k: &str, d: &[&str]) -> Result<Vec<String>, String> {
         match self.get(k) {
             None => Ok(d.iter().map(|s| s.to_string()).collect()),
             Some(Value::Array(a)) => a
@@ -162,7 +162,7 @@ impl Fields<'_> {
             Some(_) => Err(self.bad(k, "a list of strings")),
         }
     }
-    fn usizes(&self, k: &str, d: &[usize]) -> Result<Vec<usize>, String> {
+    pub(crate) fn usizes(&self, k: &str, d: &[usize]) -> Result<Vec<usize>, String> {
         match self.get(k) {
             None => Ok(d.to_vec()),
             Some(Value::Array(a)) => a
@@ -174,7 +174,12 @@ impl Fields<'_> {
         }
     }
     /// Refuse a value other than the ones flashctl implements.
-    fn require(&self, k: &str, allowed: &[&str], default: &str) -> Result<String, String> {
+    pub(crate) fn require(
+        &self,
+        k: &str,
+        allowed: &[&str],
+        default: &str,
+    ) -> Result<String, String> {
         let v = self.str_or(k, default)?;
         if allowed.contains(&v.as_str()) {
             Ok(v)
@@ -187,7 +192,7 @@ impl Fields<'_> {
         }
     }
     /// Refuse any key outside `known` (keys starting with `_` are diffusers bookkeeping).
-    fn only_known(&self, known: &[&str]) -> Result<(), String> {
+    pub(crate) fn only_known(&self, known: &[&str]) -> Result<(), String> {
         for (k, v) in self.map {
             if !k.starts_with('_') && !known.contains(&k.as_str()) {
                 return Err(format!(

@@ -265,3 +265,85 @@ fn traced_conditional_unet_runs_in_every_runtime() {
         assert!(err < 1e-4, "{rt}: relative error {err}");
     }
 }
+
+fn vae() -> (
+    flashctl::models::vae::VaeConfig,
+    candle_nn::VarBuilder<'static>,
+) {
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(pipeline().join("vae/config.json")).unwrap())
+            .unwrap();
+    let cfg = flashctl::sd::vae::parse_config(&map).unwrap();
+    let weights = common::load(&pipeline().join("vae/diffusion_pytorch_model.safetensors"));
+    let vb = candle_nn::VarBuilder::from_tensors(weights, candle_core::DType::F32, &Device::Cpu);
+    (cfg, vb)
+}
+
+#[test]
+fn vae_decode_and_encode_match_diffusers() {
+    use flashctl::models::vae;
+    let io = common::load(&pipeline().join("io.safetensors"));
+    let (cfg, vb) = vae();
+    let ops = flashctl_graphs::EagerOps::new(vb);
+    // the fixture decodes vae_latents / scaling_factor
+    let z = (&io["vae_latents"] / cfg.scaling_factor as f64).unwrap();
+    let image = vae::decode(&cfg, &ops, &z).unwrap();
+    let err = common::rel_err(&image, &io["vae_decoded"]);
+    println!("AutoencoderKL decode: relative error {err:.3e}");
+    assert!(err < 1e-4, "decode: relative error {err}");
+    let mean = vae::encode_mean(&cfg, &ops, &io["vae_image"]).unwrap();
+    let err = common::rel_err(&mean, &io["vae_encoded_mean"]);
+    println!("AutoencoderKL encode mean: relative error {err:.3e}");
+    assert!(err < 1e-4, "encode: relative error {err}");
+}
+
+#[test]
+fn traced_vae_decoder_runs_in_every_runtime() {
+    use flashctl_graphs::{DType, Dim, TraceOps};
+    use flashctl_validate::HostTensor;
+    let io = common::load(&pipeline().join("io.safetensors"));
+    let (cfg, vb) = vae();
+    let ops = TraceOps::new(vb, "vae_decoder");
+    let z = ops.input(
+        "latents",
+        DType::F32,
+        vec![Dim::Batch, Dim::Known(4), Dim::Known(8), Dim::Known(8)],
+    );
+    let y = flashctl::models::vae::decode(&cfg, &ops, &z).unwrap();
+    let bytes = common::onnx_bytes(&ops.finish(&[("image", &y)]).unwrap());
+    let zin = (&io["vae_latents"] / cfg.scaling_factor as f64).unwrap();
+    let inputs = [HostTensor::f32(
+        "latents",
+        zin.dims().to_vec(),
+        common::vec(&zin),
+    )];
+    let want = common::vec(&io["vae_decoded"]);
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for rt in common::parity_runtimes() {
+        let got = common::run_first_output(rt, &bytes, &inputs);
+        let err = common::max_abs(&got, &want) / scale;
+        println!("traced AutoencoderKL decoder in {rt}: relative error {err:.3e}");
+        assert!(err < 1e-4, "{rt}: relative error {err}");
+    }
+}
+
+#[test]
+fn vae_config_refuses_what_it_cannot_run_by_name() {
+    let base: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(pipeline().join("vae/config.json")).unwrap())
+            .unwrap();
+    let with = |k: &str, v: serde_json::Value| {
+        let mut m = base.clone();
+        m.insert(k.into(), v);
+        flashctl::sd::vae::parse_config(&m).unwrap_err()
+    };
+    assert!(with("latents_mean", serde_json::json!([0.0, 0.0, 0.0, 0.0])).contains("latents_mean"));
+    assert!(with(
+        "up_block_types",
+        serde_json::json!(["UpDecoderBlock2D", "AttnUpDecoderBlock2D"])
+    )
+    .contains("AttnUpDecoderBlock2D"));
+    assert!(with("_class_name", "AutoencoderTiny".into()).contains("AutoencoderTiny"));
+    assert!(with("act_fn", "gelu".into()).contains("act_fn"));
+    assert!(with("norm_num_groups", 5.into()).contains("not divisible"));
+}

@@ -7,6 +7,7 @@ pub mod kdm;
 pub mod layers;
 pub mod mlp;
 pub mod unet;
+pub mod vae;
 
 use flashctl_graphs::{Ops, Result};
 use serde::{Deserialize, Serialize};

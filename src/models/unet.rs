@@ -190,7 +190,7 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// diffusers `ResnetBlock2D` (resnet.py).
+    /// diffusers `ResnetBlock2D` with this UNet's norms and time embedding.
     #[allow(clippy::too_many_arguments)]
     fn resnet<O: Ops>(
         &self,
@@ -203,54 +203,19 @@ impl Ctx<'_> {
         out_scale: f32,
     ) -> Result<O::T> {
         let c = self.c;
-        let g = c.norm_num_groups;
-        o.scoped(p, || {
-            // 1. norm1 -> silu -> conv1
-            let h = group_norm_silu(o, &join(p, "norm1"), x, g, in_c, c.norm_eps)?;
-            let mut h = conv2d(o, &join(p, "conv1"), &h, in_c, out_c, 3, 1, 1)?;
-            // 2. time embedding projection, added (default) or as scale/shift after norm2
-            let scale_shift = c.resnet_time_scale_shift == "scale_shift";
-            let proj_out = if scale_shift { 2 * out_c } else { out_c };
-            let t = o.silu(temb)?;
-            let t = linear(
-                o,
-                &join(p, "time_emb_proj"),
-                &t,
-                c.time_embed_dim(),
-                proj_out,
-            )?;
-            let t = o.reshape(&t, &[0, proj_out as i64, 1, 1])?;
-            if scale_shift {
-                // torch.chunk(2, dim=1): [B, 2C, 1, 1] -> scale, shift
-                let t5 = o.reshape(&t, &[0, 2, out_c as i64, 1, 1])?;
-                let (scale, shift) = split_pair(o, &t5, out_c)?;
-                h = group_norm(o, &join(p, "norm2"), &h, g, out_c, c.norm_eps)?;
-                let one_plus = o.affine(&scale, 1.0, 1.0)?;
-                h = o.add(&o.mul(&h, &one_plus)?, &shift)?;
-                h = o.silu(&h)?;
-            } else {
-                h = o.add(&h, &t)?;
-                h = group_norm_silu(o, &join(p, "norm2"), &h, g, out_c, c.norm_eps)?;
-            }
-            // 3. conv2 (dropout is identity at inference and disabled in training)
-            let h = conv2d(o, &join(p, "conv2"), &h, out_c, out_c, 3, 1, 1)?;
-            // 4. shortcut and residual
-            let skip = if in_c != out_c {
-                conv2d(o, &join(p, "conv_shortcut"), x, in_c, out_c, 1, 1, 0)?
-            } else {
-                x.clone()
-            };
-            let y = o.add(&skip, &h)?;
-            if out_scale != 1.0 {
-                o.scale(&y, 1.0 / out_scale)
-            } else {
-                Ok(y)
-            }
-        })
+        let time = TimeInput {
+            temb,
+            dim: c.time_embed_dim(),
+            scale_shift: c.resnet_time_scale_shift == "scale_shift",
+        };
+        let norm = NormSpec {
+            groups: c.norm_num_groups,
+            eps: c.norm_eps,
+        };
+        resnet_block(o, p, x, Some(time), in_c, out_c, out_scale, norm)
     }
 
-    /// diffusers `Attention` with `AttnProcessor2_0`, as built by the UNet2D attention blocks
-    /// (group norm, residual connection, `rescale_output_factor`).
+    /// The UNet2D attention blocks (`attention_head_dim` as UNet2DModel reads it: head width).
     fn attention<O: Ops>(
         &self,
         o: &O,
@@ -262,48 +227,134 @@ impl Ctx<'_> {
     ) -> Result<O::T> {
         let c = self.c;
         let head_dim = c.attention_head_dim.unwrap_or(channels);
-        if !channels.is_multiple_of(head_dim) {
-            return Err(GraphError::Invalid(format!(
-                "{p}: {channels} channels not divisible by attention_head_dim {head_dim}"
-            )));
-        }
-        let heads = channels / head_dim;
-        o.scoped(p, || {
-            let s = o.shape(x);
-            let (h, w) = (
-                s[2].known().unwrap_or(0) as i64,
-                s[3].known().unwrap_or(0) as i64,
-            );
-            let ch = channels as i64;
-            // 1. group norm (when the block has one) on [B, C, H*W], then tokens [B, HW, C]
-            let flat = o.reshape(x, &[0, ch, h * w])?;
-            let normed = match groups {
-                Some(g) => group_norm(o, &join(p, "group_norm"), &flat, g, channels, c.norm_eps)?,
-                None => flat,
-            };
-            let tokens = o.transpose(&normed, &[0, 2, 1])?;
-            // 2. projections, split heads [B, heads, HW, d]
-            let split = |name: &str| -> Result<O::T> {
-                let y = linear(o, &join(p, name), &tokens, channels, channels)?;
-                let y = o.reshape(&y, &[0, h * w, heads as i64, head_dim as i64])?;
-                o.transpose(&y, &[0, 2, 1, 3])
-            };
-            let (q, k, v) = (split("to_q")?, split("to_k")?, split("to_v")?);
-            let a = o.attention(&q, &k, &v, 1.0 / (head_dim as f32).sqrt())?;
-            // 3. merge heads, output projection, back to [B, C, H, W], residual, rescale
-            let a = o.transpose(&a, &[0, 2, 1, 3])?;
-            let a = o.reshape(&a, &[0, h * w, ch])?;
-            let a = linear(o, &join(p, "to_out.0"), &a, channels, channels)?;
-            let a = o.transpose(&a, &[0, 2, 1])?;
-            let a = o.reshape(&a, &[0, ch, h, w])?;
-            let y = o.add(&a, x)?;
-            if out_scale != 1.0 {
-                o.scale(&y, 1.0 / out_scale)
-            } else {
-                Ok(y)
-            }
-        })
+        attention_block(o, p, x, channels, head_dim, groups, c.norm_eps, out_scale)
     }
+}
+
+/// Group count and epsilon of a block's group norms.
+#[derive(Debug, Clone, Copy)]
+pub struct NormSpec {
+    pub groups: usize,
+    pub eps: f32,
+}
+
+/// A resnet's time embedding: the embedding, its width, added (default) or as scale/shift.
+pub struct TimeInput<'a, T> {
+    pub temb: &'a T,
+    pub dim: usize,
+    pub scale_shift: bool,
+}
+
+/// diffusers `ResnetBlock2D` (resnet.py); `time` None is the VAE's (`temb_channels=None`).
+#[allow(clippy::too_many_arguments)]
+pub fn resnet_block<O: Ops>(
+    o: &O,
+    p: &str,
+    x: &O::T,
+    time: Option<TimeInput<'_, O::T>>,
+    in_c: usize,
+    out_c: usize,
+    out_scale: f32,
+    norm: NormSpec,
+) -> Result<O::T> {
+    let (g, eps) = (norm.groups, norm.eps);
+    o.scoped(p, || {
+        // 1. norm1 -> silu -> conv1
+        let h = group_norm_silu(o, &join(p, "norm1"), x, g, in_c, eps)?;
+        let mut h = conv2d(o, &join(p, "conv1"), &h, in_c, out_c, 3, 1, 1)?;
+        // 2. time embedding projection, added (default) or as scale/shift after norm2
+        match time {
+            Some(time) => {
+                let proj_out = if time.scale_shift { 2 * out_c } else { out_c };
+                let t = o.silu(time.temb)?;
+                let t = linear(o, &join(p, "time_emb_proj"), &t, time.dim, proj_out)?;
+                let t = o.reshape(&t, &[0, proj_out as i64, 1, 1])?;
+                if time.scale_shift {
+                    // torch.chunk(2, dim=1): [B, 2C, 1, 1] -> scale, shift
+                    let t5 = o.reshape(&t, &[0, 2, out_c as i64, 1, 1])?;
+                    let (scale, shift) = split_pair(o, &t5, out_c)?;
+                    h = group_norm(o, &join(p, "norm2"), &h, g, out_c, eps)?;
+                    let one_plus = o.affine(&scale, 1.0, 1.0)?;
+                    h = o.add(&o.mul(&h, &one_plus)?, &shift)?;
+                    h = o.silu(&h)?;
+                } else {
+                    h = o.add(&h, &t)?;
+                    h = group_norm_silu(o, &join(p, "norm2"), &h, g, out_c, eps)?;
+                }
+            }
+            None => h = group_norm_silu(o, &join(p, "norm2"), &h, g, out_c, eps)?,
+        }
+        // 3. conv2 (dropout is identity at inference and disabled in training)
+        let h = conv2d(o, &join(p, "conv2"), &h, out_c, out_c, 3, 1, 1)?;
+        // 4. shortcut and residual
+        let skip = if in_c != out_c {
+            conv2d(o, &join(p, "conv_shortcut"), x, in_c, out_c, 1, 1, 0)?
+        } else {
+            x.clone()
+        };
+        let y = o.add(&skip, &h)?;
+        if out_scale != 1.0 {
+            o.scale(&y, 1.0 / out_scale)
+        } else {
+            Ok(y)
+        }
+    })
+}
+
+/// diffusers `Attention` with `AttnProcessor2_0`, as the UNet2D and VAE attention blocks build
+/// it (group norm, q/k/v with biases, residual connection, `rescale_output_factor`).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_block<O: Ops>(
+    o: &O,
+    p: &str,
+    x: &O::T,
+    channels: usize,
+    head_dim: usize,
+    groups: Option<usize>,
+    eps: f32,
+    out_scale: f32,
+) -> Result<O::T> {
+    if head_dim == 0 || !channels.is_multiple_of(head_dim) {
+        return Err(GraphError::Invalid(format!(
+            "{p}: {channels} channels not divisible by attention_head_dim {head_dim}"
+        )));
+    }
+    let heads = channels / head_dim;
+    o.scoped(p, || {
+        let s = o.shape(x);
+        let (h, w) = (
+            s[2].known().unwrap_or(0) as i64,
+            s[3].known().unwrap_or(0) as i64,
+        );
+        let ch = channels as i64;
+        // 1. group norm (when the block has one) on [B, C, H*W], then tokens [B, HW, C]
+        let flat = o.reshape(x, &[0, ch, h * w])?;
+        let normed = match groups {
+            Some(g) => group_norm(o, &join(p, "group_norm"), &flat, g, channels, eps)?,
+            None => flat,
+        };
+        let tokens = o.transpose(&normed, &[0, 2, 1])?;
+        // 2. projections, split heads [B, heads, HW, d]
+        let split = |name: &str| -> Result<O::T> {
+            let y = linear(o, &join(p, name), &tokens, channels, channels)?;
+            let y = o.reshape(&y, &[0, h * w, heads as i64, head_dim as i64])?;
+            o.transpose(&y, &[0, 2, 1, 3])
+        };
+        let (q, k, v) = (split("to_q")?, split("to_k")?, split("to_v")?);
+        let a = o.attention(&q, &k, &v, 1.0 / (head_dim as f32).sqrt())?;
+        // 3. merge heads, output projection, back to [B, C, H, W], residual, rescale
+        let a = o.transpose(&a, &[0, 2, 1, 3])?;
+        let a = o.reshape(&a, &[0, h * w, ch])?;
+        let a = linear(o, &join(p, "to_out.0"), &a, channels, channels)?;
+        let a = o.transpose(&a, &[0, 2, 1])?;
+        let a = o.reshape(&a, &[0, ch, h, w])?;
+        let y = o.add(&a, x)?;
+        if out_scale != 1.0 {
+            o.scale(&y, 1.0 / out_scale)
+        } else {
+            Ok(y)
+        }
+    })
 }
 
 impl Ctx<'_> {
