@@ -347,3 +347,76 @@ fn vae_config_refuses_what_it_cannot_run_by_name() {
     assert!(with("act_fn", "gelu".into()).contains("act_fn"));
     assert!(with("norm_num_groups", 5.into()).contains("not divisible"));
 }
+
+#[test]
+fn pipeline_latents_and_image_match_diffusers() {
+    use flashctl::sd::pipeline::SdPipeline;
+    let io = common::load(&pipeline().join("io.safetensors"));
+    let case: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(pipeline().join("case.json")).unwrap())
+            .unwrap();
+    let steps = case["ddim_steps"].as_u64().unwrap() as usize;
+    let w = case["guidance_scale"].as_f64().unwrap() as f32;
+    let p = SdPipeline::load(&pipeline(), &Device::Cpu).unwrap();
+    let plan = p.plan(steps).unwrap();
+    let want_ts: Vec<usize> = common::vec(&io["ddim_timesteps"])
+        .iter()
+        .map(|&t| t as usize)
+        .collect();
+    assert_eq!(plan.timesteps, want_ts);
+    // from the fixture's embeddings, and from ids through flashctl's own text encoder
+    let ids_cond = p.encode_ids(&io["input_ids"]).unwrap();
+    let ids_uncond = p.encode_ids(&io["negative_input_ids"]).unwrap();
+    for (name, cond, uncond) in [
+        (
+            "embeddings",
+            io["prompt_embeds"].clone(),
+            io["negative_prompt_embeds"].clone(),
+        ),
+        ("ids", ids_cond, ids_uncond),
+    ] {
+        let (latents, image) = p
+            .generate(&io["x_T"], &cond, Some(&uncond), w, steps)
+            .unwrap();
+        let el = common::rel_err(&latents, &io["pipeline_latents"]);
+        let ei = common::rel_err(&image, &io["pipeline_image"]);
+        println!("pipeline from {name}: latents {el:.3e}, image {ei:.3e}");
+        assert!(el < 1e-3 && ei < 1e-3, "{name}: latents {el}, image {ei}");
+    }
+}
+
+#[test]
+fn pipeline_folders_refuse_what_is_missing_or_unsupported_by_name() {
+    use flashctl::sd::pipeline::SdPipeline;
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("pipe");
+    let status = std::process::Command::new("cp")
+        .args(["-r", pipeline().to_str().unwrap(), copy.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let err = |p: &std::path::Path| SdPipeline::load(p, &Device::Cpu).err().unwrap().to_string();
+    // a pipeline class flashctl does not read
+    let idx = copy.join("model_index.json");
+    let text = std::fs::read_to_string(&idx).unwrap();
+    std::fs::write(
+        &idx,
+        text.replace(
+            "\"StableDiffusionPipeline\"",
+            "\"StableDiffusionXLPipeline\"",
+        ),
+    )
+    .unwrap();
+    assert!(err(&copy).contains("StableDiffusionXLPipeline"));
+    std::fs::write(&idx, &text).unwrap();
+    // a missing component
+    std::fs::rename(copy.join("vae"), copy.join("vae_gone")).unwrap();
+    assert!(err(&copy).contains("missing component `vae/`"));
+    std::fs::rename(copy.join("vae_gone"), copy.join("vae")).unwrap();
+    // wrong embedding width
+    let p = SdPipeline::load(&copy, &Device::Cpu).unwrap();
+    let x = Tensor::zeros((1, 4, 8, 8), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let bad = Tensor::zeros((1, 77, 16), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let e = p.generate(&x, &bad, None, 1.0, 2).unwrap_err().to_string();
+    assert!(e.contains("prompt_embeds") && e.contains("32"), "{e}");
+}

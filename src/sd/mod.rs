@@ -6,5 +6,6 @@
 //! `models::vae` (config: [`vae`]).
 
 pub mod clip_tokenizer;
+pub mod pipeline;
 pub mod text_encoder;
 pub mod vae;
