@@ -111,7 +111,11 @@ pub(crate) fn stats(batch: usize, t: Vec<f64>) -> Latency {
 fn inputs_for(graph: &Path, batch: usize) -> Result<Vec<HostTensor>> {
     let m = flashctl_exporters::decode_model(&crate::fsx::read(graph)?)?;
     let manifest = export::manifest_beside(graph).map_err(anyhow::Error::msg)?;
-    let d = &manifest.model.denoiser;
+    let d = &manifest
+        .model
+        .as_ref()
+        .context("bench of a text-to-image pipeline graph is not supported yet")?
+        .denoiser;
     let (noise, labels) = export::seeded_noise(&d.sample_shape(), d.num_classes(), batch, 7)?;
     let mut out = vec![];
     for i in &m.graph.unwrap().input {

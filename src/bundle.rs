@@ -313,8 +313,14 @@ fn measure(
     Ok((stats, lat))
 }
 
-fn signature_ranges(m: &export::Manifest) -> (Vec<Signature>, Vec<Signature>, String, String) {
-    let d = &m.model.denoiser;
+type SignatureRanges = (Vec<Signature>, Vec<Signature>, String, String);
+
+fn signature_ranges(m: &export::Manifest) -> Result<SignatureRanges> {
+    let model = m
+        .model
+        .as_ref()
+        .context("bundles of text-to-image pipeline graphs are not supported yet")?;
+    let d = &model.denoiser;
     let classes = d.num_classes();
     let clip = m
         .sampler
@@ -334,7 +340,7 @@ fn signature_ranges(m: &export::Manifest) -> (Vec<Signature>, Vec<Signature>, St
             let r = match s.name.as_str() {
                 "noise" | "x" => "standard normal N(0, 1), float32, drawn by the caller".into(),
                 "class_labels" => format!("integers 0..={}", classes.unwrap_or(1) - 1),
-                "t" => format!("timesteps 0..={}", m.model.schedule.num_train_timesteps - 1),
+                "t" => format!("timesteps 0..={}", model.schedule.num_train_timesteps - 1),
                 _ => "unspecified".into(),
             };
             sig(s, r)
@@ -361,7 +367,7 @@ fn signature_ranges(m: &export::Manifest) -> (Vec<Signature>, Vec<Signature>, St
     } else {
         "points: float32 coordinates in the training data's scale; no image post-processing".into()
     };
-    (inputs, outputs, pre, post)
+    Ok((inputs, outputs, pre, post))
 }
 
 /// `flashctl build`: export, build the target's engine (through the cache), measure parity and
@@ -480,7 +486,7 @@ fn build_into(o: &BuildOptions, dir: &Path) -> Result<BundleManifest> {
             entry.parity.iter().fold(0f64, |m, s| m.max(s.max_abs))
         )));
     }
-    let (ins, outs, pre, post) = signature_ranges(&em);
+    let (ins, outs, pre, post) = signature_ranges(&em)?;
     let mut manifest = BundleManifest {
         schema_version: BUNDLE_SCHEMA,
         flashctl_version: env!("CARGO_PKG_VERSION").into(),

@@ -378,6 +378,10 @@ pub struct ExportArgs {
     /// default-domain opset, 13-21 (default: 17; 15 for --target ort-mobile)
     #[arg(long)]
     pub opset: Option<i64>,
+    /// classifier-free guidance of a text-to-image pipeline export (`--model` a
+    /// StableDiffusionPipeline folder; default 7.5, 1 = no guidance)
+    #[arg(long)]
+    pub guidance_scale: Option<f32>,
     /// graph file to write (DIR/NAME.onnx); manifest.json and reference.safetensors go beside it
     #[arg(long)]
     pub out: PathBuf,

@@ -41,7 +41,12 @@ pub struct Manifest {
     pub graph: String,
     pub graph_sha256: String,
     pub opset: i64,
-    pub model: checkpoint::ModelConfig,
+    /// the flashctl model exported (None for a text-to-image pipeline export: see `pipeline`)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<checkpoint::ModelConfig>,
+    /// a text-to-image pipeline export: class, steps, timesteps, guidance, tokenizer
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sampler: Option<SamplerPlan>,
     pub inputs: Vec<Signature>,
@@ -224,7 +229,7 @@ impl GraphForm {
         self.opset.unwrap_or(self.target.default_opset())
     }
 
-    fn meta(self, doc: String, mut props: Vec<(String, String)>) -> Result<ExportMeta> {
+    pub(crate) fn meta(self, doc: String, mut props: Vec<(String, String)>) -> Result<ExportMeta> {
         let opset = self.opset();
         let range = flashctl_exporters::onnx::OPSETS;
         if !range.contains(&opset) {
@@ -244,13 +249,13 @@ impl GraphForm {
     }
 
     /// The traced graph in this precision, then rewritten for the target.
-    fn lower(self, g: Graph) -> (Graph, flashctl_graphs::lowering::Rewrites) {
+    pub(crate) fn lower(self, g: Graph) -> (Graph, flashctl_graphs::lowering::Rewrites) {
         self.target.lowering().apply(self.precision.apply(g))
     }
 
     /// The lowered model must pass its own target's allow-list: an export never writes a graph
     /// the receiver it was made for refuses.
-    fn check(self, proto: &flashctl_exporters::pb::ModelProto) -> Result<()> {
+    pub(crate) fn check(self, proto: &flashctl_exporters::pb::ModelProto) -> Result<()> {
         let t =
             flashctl_exporters::targets::target_by_name(self.target.name()).map_err(BadInput)?;
         let what = format!("--target {}: the lowered graph", self.target.name());
@@ -528,7 +533,8 @@ fn write_export(
         graph: out.file_name().unwrap().to_string_lossy().into(),
         graph_sha256: sha256_hex(bytes),
         opset: summary.opset,
-        model: model.config.clone(),
+        model: Some(model.config.clone()),
+        pipeline: None,
         sampler,
         inputs: graph.inputs.iter().map(sig).collect(),
         outputs: graph.outputs.iter().map(sig).collect(),

@@ -187,7 +187,33 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 target: a.target.parse().map_err(BadInput)?,
                 opset: a.opset,
             };
-            let r = if a.denoiser_only {
+            let is_pipeline = flashctl::sd::pipeline::is_pipeline_dir(&a.model);
+            if a.guidance_scale.is_some() && !is_pipeline {
+                return Err(BadInput(
+                    "--guidance-scale is for text-to-image pipeline folders (model_index.json)"
+                        .into(),
+                )
+                .into());
+            }
+            let r = if is_pipeline {
+                if a.denoiser_only || a.sampler.is_some() {
+                    return Err(BadInput(
+                        "a pipeline folder exports its whole text-to-image graph: no \
+                         --denoiser-only/--sampler"
+                            .into(),
+                    )
+                    .into());
+                }
+                export::prepare_out(&a.out, a.force)?;
+                flashctl::sd::export::export_pipeline(
+                    &a.model,
+                    a.steps,
+                    a.guidance_scale
+                        .unwrap_or(flashctl::sd::export::DEFAULT_GUIDANCE),
+                    form,
+                    &a.out,
+                )?
+            } else if a.denoiser_only {
                 if a.steps.is_some() || a.sampler.is_some() {
                     return Err(BadInput(
                         "--denoiser-only exports one call: no --steps/--sampler".into(),

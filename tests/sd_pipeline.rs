@@ -420,3 +420,133 @@ fn pipeline_folders_refuse_what_is_missing_or_unsupported_by_name() {
     let e = p.generate(&x, &bad, None, 1.0, 2).unwrap_err().to_string();
     assert!(e.contains("prompt_embeds") && e.contains("32"), "{e}");
 }
+
+/// `export --model PIPELINE`: one graph from `noise` and `input_ids` to the image; every runtime
+/// on the fixture's x_T and ids gives diffusers' pipeline_image.
+#[test]
+fn exported_text_to_image_graph_gives_the_pipelines_image() {
+    use flashctl_validate::HostTensor;
+    let io = common::load(&pipeline().join("io.safetensors"));
+    let case: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(pipeline().join("case.json")).unwrap())
+            .unwrap();
+    let steps = case["ddim_steps"].as_u64().unwrap() as usize;
+    let w = case["guidance_scale"].as_f64().unwrap() as f32;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("t2i/model.onnx");
+    let r = flashctl::sd::export::export_pipeline(
+        &pipeline(),
+        Some(steps),
+        w,
+        Default::default(),
+        &out,
+    )
+    .unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&r.manifest_path).unwrap()).unwrap();
+    assert_eq!(manifest["kind"], "text_to_image");
+    assert_eq!(manifest["pipeline"]["guidance_scale"], 7.5);
+    let names = |k: &str| -> Vec<String> {
+        manifest[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names("inputs"), ["noise", "input_ids"]);
+    assert_eq!(names("outputs"), ["image", "latents"]);
+    // each weight once: the initializers are no larger than the parameters they come from
+    assert!(
+        r.initializer_bytes <= r.parameter_bytes,
+        "{} > {}",
+        r.initializer_bytes,
+        r.parameter_bytes
+    );
+    let bytes = std::fs::read(&out).unwrap();
+    let ids: Vec<i64> = io["input_ids"].flatten_all().unwrap().to_vec1().unwrap();
+    let inputs = [
+        HostTensor::f32("noise", io["x_T"].dims().to_vec(), common::vec(&io["x_T"])),
+        HostTensor::i64("input_ids", vec![2, 77], ids),
+    ];
+    let want = common::vec(&io["pipeline_image"]);
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for rt in common::parity_runtimes() {
+        let got = common::run_first_output(rt, &bytes, &inputs);
+        let err = common::max_abs(&got, &want) / scale;
+        println!("exported text-to-image graph in {rt}: image relative error {err:.3e}");
+        assert!(err < 1e-3, "{rt}: relative error {err}");
+    }
+}
+
+#[test]
+fn cli_exports_and_validates_a_pipeline_and_refuses_bad_inputs_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("t2i/model.onnx");
+    let pipe = pipeline();
+    common::ok(&[
+        "export",
+        "--model",
+        common::s(&pipe),
+        "--steps",
+        "2",
+        "--guidance-scale",
+        "3",
+        "--out",
+        common::s(&out),
+    ]);
+    let v = common::ok(&["validate", common::s(&out)]);
+    assert!(v.contains("result: PASS"), "{v}");
+    // an existing export is not overwritten without --force
+    let (code, e) = common::fails(&[
+        "export",
+        "--model",
+        common::s(&pipe),
+        "--steps",
+        "2",
+        "--out",
+        common::s(&out),
+    ]);
+    assert_eq!(code, 2, "{e}");
+    // guidance below 1, --guidance-scale on a model that is not a pipeline, a pipeline of
+    // another class: one line, exit 2
+    let (code, e) = common::fails(&[
+        "export",
+        "--model",
+        common::s(&pipe),
+        "--guidance-scale",
+        "0.5",
+        "--out",
+        common::s(&tmp.path().join("g/model.onnx")),
+    ]);
+    assert!(code == 2 && e.contains("--guidance-scale"), "{code} {e}");
+    let teacher = common::tiny_teacher(tmp.path());
+    let (code, e) = common::fails(&[
+        "export",
+        "--model",
+        common::s(&teacher),
+        "--guidance-scale",
+        "2",
+        "--out",
+        common::s(&tmp.path().join("m/model.onnx")),
+    ]);
+    assert!(code == 2 && e.contains("pipeline"), "{code} {e}");
+    let other = tmp.path().join("xl");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(
+        other.join("model_index.json"),
+        r#"{"_class_name": "StableDiffusionXLPipeline"}"#,
+    )
+    .unwrap();
+    let (code, e) = common::fails(&[
+        "export",
+        "--model",
+        common::s(&other),
+        "--out",
+        common::s(&tmp.path().join("x/model.onnx")),
+    ]);
+    assert!(
+        code == 2 && e.contains("StableDiffusionXLPipeline"),
+        "{code} {e}"
+    );
+}

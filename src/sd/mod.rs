@@ -6,6 +6,7 @@
 //! `models::vae` (config: [`vae`]).
 
 pub mod clip_tokenizer;
+pub mod export;
 pub mod pipeline;
 pub mod text_encoder;
 pub mod vae;

@@ -131,6 +131,11 @@ impl SdPipeline {
         })
     }
 
+    /// Parameters of the three networks together.
+    pub fn parameter_count(&self) -> usize {
+        self.weights.values().map(|t| t.elem_count()).sum()
+    }
+
     /// All three networks' weights under `text_encoder.`, `unet.`, `vae.`.
     pub fn var_builder(&self) -> candle_nn::VarBuilder<'static> {
         candle_nn::VarBuilder::from_tensors(self.weights.clone(), DType::F32, &self.device)

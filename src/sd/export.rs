@@ -1,0 +1,193 @@
+//! `flashctl export --model PIPELINE`: ONE text-to-image graph. Inputs `noise` [B, latent, h, w]
+//! f32 and `input_ids` [B, 77] int64; outputs `image` [B, 3, H, W] in [0, 1] and `latents`.
+//! Inside: the text encoder, every guided UNet step unrolled (the negative prompt's embeddings
+//! baked in as a constant: they depend on no input), the VAE decoder; each weight stored once.
+
+use super::pipeline::{decode_image, encode_text, guided_latents, SdPipeline};
+use crate::checkpoint::{self, sha256_hex};
+use crate::export::{
+    ExportReport, GraphForm, Manifest, Signature, MANIFEST_FILE, MANIFEST_SCHEMA, REFERENCE_FILE,
+    REFERENCE_SEED,
+};
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::{Device, Tensor};
+use flashctl_exporters::{check::check_structure, encode_model, summarize, to_model_proto};
+use flashctl_graphs::{DType, Dim, TraceOps};
+use serde_json::json;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The prompts of the reference stored beside the graph (validate runs every runtime on them).
+pub const REFERENCE_PROMPTS: &[&str] = &["a photo of a sneaker", "an ankle boot, studio light"];
+/// diffusers' `StableDiffusionPipeline` defaults.
+pub const DEFAULT_STEPS: usize = 50;
+pub const DEFAULT_GUIDANCE: f32 = 7.5;
+
+/// Export the pipeline in `dir` as one graph at `out` (manifest.json, reference.safetensors
+/// beside it).
+pub fn export_pipeline(
+    dir: &Path,
+    steps: Option<usize>,
+    guidance: f32,
+    form: GraphForm,
+    out: &Path,
+) -> Result<ExportReport> {
+    let start = std::time::Instant::now();
+    if out.extension().map(|e| e != "onnx").unwrap_or(true) {
+        bail!("--out must name a .onnx file, got {}", out.display());
+    }
+    if !(guidance.is_finite() && guidance >= 1.0) {
+        bail!("--guidance-scale {guidance}: expected a number >= 1 (1 = no guidance)");
+    }
+    let p = SdPipeline::load(dir, &Device::Cpu)?;
+    let steps = steps.unwrap_or(DEFAULT_STEPS);
+    let plan = p.plan(steps)?;
+    let max_len = p.tokenizer.max_len;
+    // the empty negative prompt's embeddings, computed once
+    let negative_ids = p.tokenize(&[String::new()])?;
+    let negative = p.encode_ids(&negative_ids)?;
+    let guided = guidance != 1.0;
+    // 1. trace: text encoder -> guided steps -> VAE decoder
+    let ops = TraceOps::new(p.var_builder(), "text_to_image");
+    let size = p.unet.sample_size;
+    let noise = ops.input(
+        "noise",
+        DType::F32,
+        vec![
+            Dim::Batch,
+            Dim::Known(p.unet.in_channels),
+            Dim::Known(size),
+            Dim::Known(size),
+        ],
+    );
+    let ids = ops.input(
+        "input_ids",
+        DType::I64,
+        vec![Dim::Batch, Dim::Known(max_len)],
+    );
+    let trace = || -> flashctl_graphs::Result<_> {
+        use flashctl_graphs::Ops;
+        let cond = encode_text(&p.text_encoder, &ops, &ids)?;
+        let uncond = if guided {
+            let v: Vec<f32> = negative.flatten_all()?.to_vec1()?;
+            Some(ops.constant(&v, negative.dims())?)
+        } else {
+            None
+        };
+        let latents = guided_latents(
+            &p.unet,
+            &ops,
+            &plan,
+            &noise,
+            &cond,
+            uncond.as_ref(),
+            guidance,
+        )?;
+        let image = decode_image(&p.vae, &ops, &latents)?;
+        Ok((latents, image))
+    };
+    let (latents, image) = trace().map_err(|e| anyhow!("tracing the pipeline: {e}"))?;
+    let graph = ops
+        .finish(&[("image", &image), ("latents", &latents)])
+        .map_err(|e| anyhow!("tracing the pipeline: {e}"))?;
+    let (graph, rewrites) = form.lower(graph);
+    let meta = form.meta(
+        format!(
+            "flashctl text-to-image graph of {}: CLIP text encoder, {steps} DDIM steps with \
+             classifier-free guidance {guidance}, VAE decoder",
+            dir.display()
+        ),
+        vec![
+            ("flashctl.steps".into(), steps.to_string()),
+            ("flashctl.timesteps".into(), format!("{:?}", plan.timesteps)),
+            ("flashctl.guidance_scale".into(), guidance.to_string()),
+        ],
+    )?;
+    let proto = to_model_proto(&graph, &meta);
+    check_structure(&proto)?;
+    form.check(&proto)?;
+    let bytes = encode_model(&proto);
+    let summary = summarize(&proto);
+    // 2. reference from the eager path on seeded noise and the reference prompts
+    let prompts: Vec<String> = REFERENCE_PROMPTS.iter().map(|s| s.to_string()).collect();
+    let shape = [p.unet.in_channels, size, size];
+    let (x_t, _) = crate::export::seeded_noise(&shape, None, prompts.len(), REFERENCE_SEED)?;
+    let input_ids = p.tokenize(&prompts)?;
+    let cond = p.encode_ids(&input_ids)?;
+    let uncond = negative.repeat((prompts.len(), 1, 1))?;
+    let (ref_latents, ref_image) =
+        p.generate(&x_t, &cond, guided.then_some(&uncond), guidance, steps)?;
+    let mut reference: HashMap<String, Tensor> = HashMap::new();
+    reference.insert("noise".into(), x_t);
+    reference.insert("input_ids".into(), input_ids);
+    reference.insert("image".into(), ref_image);
+    reference.insert("latents".into(), ref_latents);
+    // 3. graph, reference, manifest (each atomically)
+    let out_dir = out
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let reference_path = out_dir.join(REFERENCE_FILE);
+    let manifest_path = out_dir.join(MANIFEST_FILE);
+    flashctl_exporters::write_atomic(out, &bytes)?;
+    checkpoint::save_tensors(&reference_path, &reference)?;
+    let sig = |v: &flashctl_graphs::ValueInfo| Signature {
+        name: v.name.clone(),
+        dtype: v.dtype.name().into(),
+        shape: v.shape.iter().map(|d| d.to_string()).collect(),
+    };
+    let parameter_bytes: usize = 4 * p.parameter_count();
+    let manifest = Manifest {
+        schema_version: MANIFEST_SCHEMA,
+        kind: "text_to_image".into(),
+        graph: out.file_name().unwrap().to_string_lossy().into(),
+        graph_sha256: sha256_hex(&bytes),
+        opset: summary.opset,
+        model: None,
+        pipeline: Some(json!({
+            "class": "StableDiffusionPipeline",
+            "steps": steps,
+            "timesteps": plan.timesteps,
+            "guidance_scale": guidance,
+            "negative_prompt": "",
+            "input_ids": format!(
+                "the pipeline's CLIP tokenizer ({}): bos, the prompt's tokens (at most {}), eos, \
+                 padded with the pad token to {max_len}",
+                p.tokenizer.source,
+                max_len - 2
+            ),
+            "vae_scaling_factor": p.vae.scaling_factor,
+        })),
+        sampler: Some(plan),
+        inputs: graph.inputs.iter().map(sig).collect(),
+        outputs: graph.outputs.iter().map(sig).collect(),
+        denoiser_parameter_bytes: parameter_bytes,
+        initializer_bytes: summary.initializer_bytes,
+        node_count: summary.node_count,
+        reference: REFERENCE_FILE.into(),
+        reference_seed: REFERENCE_SEED,
+        precision: form.precision.name().into(),
+        target: form.target.name().into(),
+        model_dir: std::fs::canonicalize(dir)
+            .ok()
+            .map(|d| d.display().to_string()),
+        model_fingerprint: None,
+    };
+    checkpoint::write_atomic(
+        &manifest_path,
+        serde_json::to_string_pretty(&manifest)?.as_bytes(),
+    )?;
+    Ok(ExportReport {
+        graph_path: out.to_path_buf(),
+        manifest_path,
+        reference_path,
+        initializer_bytes: summary.initializer_bytes,
+        parameter_bytes,
+        node_count: summary.node_count,
+        seconds: start.elapsed().as_secs_f64(),
+        target: form.target,
+        lowered_group_norms: rewrites.group_norms,
+        lowered_upsamples: rewrites.upsamples,
+    })
+}
