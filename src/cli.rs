@@ -348,6 +348,15 @@ pub struct SampleArgs {
     /// cpu, cuda or cuda:N: where candle samples a model directory
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// text-to-image pipelines: a prompt, one sample each (repeat the flag for more)
+    #[arg(long)]
+    pub prompt: Vec<String>,
+    /// text-to-image pipelines: the negative prompt of classifier-free guidance (default "")
+    #[arg(long)]
+    pub negative_prompt: Option<String>,
+    /// text-to-image pipelines: classifier-free guidance scale (default 7.5; 1 = none)
+    #[arg(long)]
+    pub guidance_scale: Option<f32>,
 }
 
 #[derive(Args, Debug)]

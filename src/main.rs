@@ -131,7 +131,11 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
         Command::Teacher(TeacherCommand::Run(a)) => {
-            let y = sample::teacher_run(&a.model, &a.inputs, &a.out, &a.runtime)?;
+            let y = if flashctl::sd::pipeline::is_pipeline_dir(&a.model) {
+                flashctl::sd::run::teacher_run(&a.model, &a.inputs, &a.out)?
+            } else {
+                sample::teacher_run(&a.model, &a.inputs, &a.out, &a.runtime)?
+            };
             println!("denoiser_out {:?} -> {}", y.dims(), a.out.display());
             Ok(Outcome::Ok)
         }
@@ -154,6 +158,60 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
                         .into(),
                 )
                 .into());
+            }
+            let is_pipeline = flashctl::sd::pipeline::is_pipeline_dir(&a.model);
+            let text_flags =
+                !a.prompt.is_empty() || a.negative_prompt.is_some() || a.guidance_scale.is_some();
+            if text_flags && !is_pipeline {
+                return Err(BadInput(
+                    "--prompt/--negative-prompt/--guidance-scale are for text-to-image pipeline \
+                     folders (model_index.json)"
+                        .into(),
+                )
+                .into());
+            }
+            if is_pipeline {
+                if a.sampler.is_some() {
+                    return Err(BadInput(
+                        "a pipeline samples with its DDIM scheduler: no --sampler".into(),
+                    )
+                    .into());
+                }
+                let t0 = std::time::Instant::now();
+                let r = flashctl::sd::run::sample(
+                    &a.model,
+                    &flashctl::sd::run::PromptInputs {
+                        prompts: &a.prompt,
+                        negative_prompt: a.negative_prompt.as_deref(),
+                        inputs: a.inputs.as_deref(),
+                        seed: a.seed,
+                        guidance: a
+                            .guidance_scale
+                            .unwrap_or(flashctl::sd::export::DEFAULT_GUIDANCE),
+                        steps: a.steps,
+                    },
+                )?;
+                if let Some(png) = &a.png {
+                    sample::write_png(&r.image, png)?;
+                    println!("png -> {}", png.display());
+                }
+                if let Some(out) = &a.out {
+                    let mut m = std::collections::HashMap::new();
+                    m.insert("sample".to_string(), r.latents.clone());
+                    m.insert("image".to_string(), r.image.clone());
+                    if let Some(dir) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+                        flashctl::fsx::create_dir_all(dir)?;
+                    }
+                    flashctl::checkpoint::save_tensors(out, &m)?;
+                    println!("sample (latents), image -> {}", out.display());
+                }
+                println!(
+                    "sampled {} x {}-step text-to-image in {:.2}s",
+                    r.image.dims()[0],
+                    r.steps,
+                    t0.elapsed().as_secs_f64()
+                );
+                return Ok(Outcome::Ok);
             }
             let png = a.png.clone();
             let device = flashctl::device::open(&a.device)?;

@@ -550,3 +550,121 @@ fn cli_exports_and_validates_a_pipeline_and_refuses_bad_inputs_in_one_line() {
         "{code} {e}"
     );
 }
+
+#[test]
+fn cli_teacher_run_and_sample_on_a_pipeline_folder_match_diffusers() {
+    let io = common::load(&pipeline().join("io.safetensors"));
+    let tmp = tempfile::tempdir().unwrap();
+    let save = |name: &str, pairs: &[(&str, &str)]| {
+        let mut m = std::collections::HashMap::new();
+        for (to, from) in pairs {
+            m.insert(to.to_string(), io[*from].clone());
+        }
+        let p = tmp.path().join(name);
+        candle_core::safetensors::save(&m, &p).unwrap();
+        p
+    };
+    let pipe = pipeline();
+    // teacher run: one UNet call
+    let run_in = save(
+        "run.safetensors",
+        &[
+            ("x", "x"),
+            ("t", "t"),
+            ("encoder_hidden_states", "prompt_embeds"),
+        ],
+    );
+    let run_out = tmp.path().join("run_out.safetensors");
+    common::ok(&[
+        "teacher",
+        "run",
+        "--model",
+        common::s(&pipe),
+        "--inputs",
+        common::s(&run_in),
+        "--out",
+        common::s(&run_out),
+    ]);
+    let y = common::load(&run_out);
+    assert!(common::rel_err(&y["denoiser_out"], &io["denoiser_out"]) < 1e-4);
+    // sample from x_T and ids, the case's guidance and steps
+    let s_in = save(
+        "s.safetensors",
+        &[
+            ("x_T", "x_T"),
+            ("input_ids", "input_ids"),
+            ("negative_input_ids", "negative_input_ids"),
+        ],
+    );
+    let s_out = tmp.path().join("s_out.safetensors");
+    common::ok(&[
+        "sample",
+        "--model",
+        common::s(&pipe),
+        "--inputs",
+        common::s(&s_in),
+        "--steps",
+        "4",
+        "--guidance-scale",
+        "7.5",
+        "--out",
+        common::s(&s_out),
+    ]);
+    let s = common::load(&s_out);
+    assert!(common::rel_err(&s["sample"], &io["pipeline_latents"]) < 1e-3);
+    assert!(common::rel_err(&s["image"], &io["pipeline_image"]) < 1e-3);
+    // from prompts: a PNG; a prompt longer than the tokenizer allows is truncated with a warning
+    let png = tmp.path().join("grid.png");
+    let long = "a photo of a sneaker ".repeat(30);
+    let o = common::flashctl(&[
+        "sample",
+        "--model",
+        common::s(&pipe),
+        "--prompt",
+        "a photo of a sneaker",
+        "--prompt",
+        &long,
+        "--steps",
+        "2",
+        "--png",
+        common::s(&png),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("truncated"));
+    assert!(png.exists());
+    // wrong embedding width: one line, exit 2
+    let mut m = std::collections::HashMap::new();
+    m.insert("x_T".to_string(), io["x_T"].clone());
+    m.insert(
+        "prompt_embeds".to_string(),
+        Tensor::zeros((2, 77, 16), candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
+    let bad = tmp.path().join("bad.safetensors");
+    candle_core::safetensors::save(&m, &bad).unwrap();
+    let (code, e) = common::fails(&[
+        "sample",
+        "--model",
+        common::s(&pipe),
+        "--inputs",
+        common::s(&bad),
+        "--out",
+        common::s(&tmp.path().join("never.safetensors")),
+    ]);
+    assert!(
+        code == 2 && e.contains("prompt_embeds") && e.contains("32"),
+        "{code} {e}"
+    );
+    assert!(!tmp.path().join("never.safetensors").exists());
+    // prompts on a model that is not a pipeline
+    let teacher = common::tiny_teacher(tmp.path());
+    let (code, e) = common::fails(&[
+        "sample",
+        "--model",
+        common::s(&teacher),
+        "--prompt",
+        "a cat",
+        "--png",
+        common::s(&png),
+    ]);
+    assert!(code == 2 && e.contains("--prompt"), "{code} {e}");
+}

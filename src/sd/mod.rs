@@ -8,5 +8,6 @@
 pub mod clip_tokenizer;
 pub mod export;
 pub mod pipeline;
+pub mod run;
 pub mod text_encoder;
 pub mod vae;
