@@ -391,6 +391,10 @@ pub struct ExportArgs {
     /// StableDiffusionPipeline folder; default 7.5, 1 = no guidance)
     #[arg(long)]
     pub guidance_scale: Option<f32>,
+    /// text-to-image pipelines: the text encoder, one UNet call and the VAE decoder as three
+    /// graphs (folders text_encoder/, unet/, vae_decoder/ beside --out) instead of one
+    #[arg(long)]
+    pub components: bool,
     /// graph file to write (DIR/NAME.onnx); manifest.json and reference.safetensors go beside it
     #[arg(long)]
     pub out: PathBuf,

@@ -246,9 +246,10 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 opset: a.opset,
             };
             let is_pipeline = flashctl::sd::pipeline::is_pipeline_dir(&a.model);
-            if a.guidance_scale.is_some() && !is_pipeline {
+            if (a.guidance_scale.is_some() || a.components) && !is_pipeline {
                 return Err(BadInput(
-                    "--guidance-scale is for text-to-image pipeline folders (model_index.json)"
+                    "--guidance-scale/--components are for text-to-image pipeline folders \
+                     (model_index.json)"
                         .into(),
                 )
                 .into());
@@ -261,6 +262,28 @@ fn run(cli: Cli) -> anyhow::Result<Outcome> {
                             .into(),
                     )
                     .into());
+                }
+                if a.components {
+                    if a.steps.is_some() || a.guidance_scale.is_some() {
+                        return Err(BadInput(
+                            "--components exports one UNet call: no --steps/--guidance-scale"
+                                .into(),
+                        )
+                        .into());
+                    }
+                    let root = a.out.parent().unwrap_or(std::path::Path::new("."));
+                    for c in ["text_encoder", "unet", "vae_decoder"] {
+                        export::prepare_out(&root.join(c).join("model.onnx"), a.force)?;
+                    }
+                    for r in flashctl::sd::export::export_components(&a.model, form, &a.out)? {
+                        println!(
+                            "exported {} ({} nodes, initializers {} B)",
+                            r.graph_path.display(),
+                            r.node_count,
+                            r.initializer_bytes
+                        );
+                    }
+                    return Ok(Outcome::Ok);
                 }
                 export::prepare_out(&a.out, a.force)?;
                 flashctl::sd::export::export_pipeline(

@@ -668,3 +668,55 @@ fn cli_teacher_run_and_sample_on_a_pipeline_folder_match_diffusers() {
     ]);
     assert!(code == 2 && e.contains("--prompt"), "{code} {e}");
 }
+
+#[test]
+fn cli_components_export_three_graphs_that_validate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("parts/model.onnx");
+    common::ok(&[
+        "export",
+        "--model",
+        common::s(&pipeline()),
+        "--components",
+        "--out",
+        common::s(&out),
+    ]);
+    for (c, inputs, outputs) in [
+        ("text_encoder", vec!["input_ids"], vec!["prompt_embeds"]),
+        (
+            "unet",
+            vec!["x", "t", "encoder_hidden_states"],
+            vec!["denoiser_out"],
+        ),
+        ("vae_decoder", vec!["latents"], vec!["image"]),
+    ] {
+        let graph = tmp.path().join("parts").join(c).join("model.onnx");
+        let v = common::ok(&["validate", common::s(&graph)]);
+        assert!(v.contains("result: PASS"), "{c}: {v}");
+        let m: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(graph.with_file_name("manifest.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(m["kind"], "component");
+        assert_eq!(m["pipeline"]["component"], c);
+        let names = |k: &str| -> Vec<String> {
+            m[k].as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(names("inputs"), inputs, "{c}");
+        assert_eq!(names("outputs"), outputs, "{c}");
+    }
+    // a second export into the same place is refused without --force
+    let (code, e) = common::fails(&[
+        "export",
+        "--model",
+        common::s(&pipeline()),
+        "--components",
+        "--out",
+        common::s(&out),
+    ]);
+    assert_eq!(code, 2, "{e}");
+}

@@ -90,24 +90,6 @@ pub fn export_pipeline(
     let graph = ops
         .finish(&[("image", &image), ("latents", &latents)])
         .map_err(|e| anyhow!("tracing the pipeline: {e}"))?;
-    let (graph, rewrites) = form.lower(graph);
-    let meta = form.meta(
-        format!(
-            "flashctl text-to-image graph of {}: CLIP text encoder, {steps} DDIM steps with \
-             classifier-free guidance {guidance}, VAE decoder",
-            dir.display()
-        ),
-        vec![
-            ("flashctl.steps".into(), steps.to_string()),
-            ("flashctl.timesteps".into(), format!("{:?}", plan.timesteps)),
-            ("flashctl.guidance_scale".into(), guidance.to_string()),
-        ],
-    )?;
-    let proto = to_model_proto(&graph, &meta);
-    check_structure(&proto)?;
-    form.check(&proto)?;
-    let bytes = encode_model(&proto);
-    let summary = summarize(&proto);
     // 2. reference from the eager path on seeded noise and the reference prompts
     let prompts: Vec<String> = REFERENCE_PROMPTS.iter().map(|s| s.to_string()).collect();
     let shape = [p.unet.in_channels, size, size];
@@ -122,6 +104,74 @@ pub fn export_pipeline(
     reference.insert("input_ids".into(), input_ids);
     reference.insert("image".into(), ref_image);
     reference.insert("latents".into(), ref_latents);
+    let info = json!({
+        "class": "StableDiffusionPipeline",
+        "steps": steps,
+        "timesteps": plan.timesteps,
+        "guidance_scale": guidance,
+        "negative_prompt": "",
+        "input_ids": ids_note(&p),
+        "vae_scaling_factor": p.vae.scaling_factor,
+    });
+    let doc = format!(
+        "flashctl text-to-image graph of {}: CLIP text encoder, {steps} DDIM steps with \
+         classifier-free guidance {guidance}, VAE decoder",
+        dir.display()
+    );
+    let props = vec![
+        ("flashctl.steps".into(), steps.to_string()),
+        ("flashctl.timesteps".into(), format!("{:?}", plan.timesteps)),
+        ("flashctl.guidance_scale".into(), guidance.to_string()),
+    ];
+    let written = Written {
+        kind: "text_to_image",
+        dir,
+        info,
+        plan: Some(plan),
+        parameter_bytes: 4 * p.parameter_count(),
+    };
+    write_graph(graph, form, doc, props, reference, out, written, start)
+}
+
+/// How `input_ids` are made, for manifests and bundle READMEs.
+fn ids_note(p: &SdPipeline) -> String {
+    format!(
+        "the pipeline's CLIP tokenizer ({}): bos, the prompt's tokens (at most {}), eos, padded \
+         with the pad token to {}",
+        p.tokenizer.source,
+        p.tokenizer.max_len - 2,
+        p.tokenizer.max_len
+    )
+}
+
+/// What the manifest says about a pipeline graph beyond its signature.
+struct Written<'a> {
+    kind: &'static str,
+    dir: &'a Path,
+    info: serde_json::Value,
+    plan: Option<crate::sampler::SamplerPlan>,
+    parameter_bytes: usize,
+}
+
+/// Lower, check and write `graph`, its reference and manifest (each atomically).
+#[allow(clippy::too_many_arguments)]
+fn write_graph(
+    graph: flashctl_graphs::Graph,
+    form: GraphForm,
+    doc: String,
+    props: Vec<(String, String)>,
+    reference: HashMap<String, Tensor>,
+    out: &Path,
+    w: Written,
+    start: std::time::Instant,
+) -> Result<ExportReport> {
+    let (graph, rewrites) = form.lower(graph);
+    let meta = form.meta(doc, props)?;
+    let proto = to_model_proto(&graph, &meta);
+    check_structure(&proto)?;
+    form.check(&proto)?;
+    let bytes = encode_model(&proto);
+    let summary = summarize(&proto);
     // 3. graph, reference, manifest (each atomically)
     let out_dir = out
         .parent()
@@ -137,29 +187,16 @@ pub fn export_pipeline(
         dtype: v.dtype.name().into(),
         shape: v.shape.iter().map(|d| d.to_string()).collect(),
     };
-    let parameter_bytes: usize = 4 * p.parameter_count();
+    let parameter_bytes = w.parameter_bytes;
     let manifest = Manifest {
         schema_version: MANIFEST_SCHEMA,
-        kind: "text_to_image".into(),
+        kind: w.kind.into(),
         graph: out.file_name().unwrap().to_string_lossy().into(),
         graph_sha256: sha256_hex(&bytes),
         opset: summary.opset,
         model: None,
-        pipeline: Some(json!({
-            "class": "StableDiffusionPipeline",
-            "steps": steps,
-            "timesteps": plan.timesteps,
-            "guidance_scale": guidance,
-            "negative_prompt": "",
-            "input_ids": format!(
-                "the pipeline's CLIP tokenizer ({}): bos, the prompt's tokens (at most {}), eos, \
-                 padded with the pad token to {max_len}",
-                p.tokenizer.source,
-                max_len - 2
-            ),
-            "vae_scaling_factor": p.vae.scaling_factor,
-        })),
-        sampler: Some(plan),
+        pipeline: Some(w.info),
+        sampler: w.plan,
         inputs: graph.inputs.iter().map(sig).collect(),
         outputs: graph.outputs.iter().map(sig).collect(),
         denoiser_parameter_bytes: parameter_bytes,
@@ -169,7 +206,7 @@ pub fn export_pipeline(
         reference_seed: REFERENCE_SEED,
         precision: form.precision.name().into(),
         target: form.target.name().into(),
-        model_dir: std::fs::canonicalize(dir)
+        model_dir: std::fs::canonicalize(w.dir)
             .ok()
             .map(|d| d.display().to_string()),
         model_fingerprint: None,
@@ -190,4 +227,141 @@ pub fn export_pipeline(
         lowered_group_norms: rewrites.group_norms,
         lowered_upsamples: rewrites.upsamples,
     })
+}
+
+/// `export --model PIPELINE --components`: the text encoder (`input_ids` -> `prompt_embeds`),
+/// one UNet call (`x`, `t`, `encoder_hidden_states` -> `denoiser_out`) and the VAE decoder
+/// (`latents` -> `image` in [0, 1], the division by `scaling_factor` inside) as three graphs,
+/// each in its own folder beside `out` (`text_encoder/`, `unet/`, `vae_decoder/`, each with
+/// `model.onnx`, manifest and reference), for hosts that run the scheduler loop themselves.
+pub fn export_components(dir: &Path, form: GraphForm, out: &Path) -> Result<Vec<ExportReport>> {
+    use crate::models::unet::forward_with_context;
+    use flashctl_graphs::{EagerOps, Prefixed};
+    let start = std::time::Instant::now();
+    let p = SdPipeline::load(dir, &Device::Cpu)?;
+    let root = out
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let prompts: Vec<String> = REFERENCE_PROMPTS.iter().map(|s| s.to_string()).collect();
+    let n = prompts.len();
+    let ids = p.tokenize(&prompts)?;
+    let embeds = p.encode_ids(&ids)?;
+    let (c, s) = (p.unet.in_channels, p.unet.sample_size);
+    let (x, _) = crate::export::seeded_noise(&[c, s, s], None, n, REFERENCE_SEED)?;
+    let t = Tensor::full(500f32, n, &Device::Cpu)?;
+    let eager = EagerOps::new(p.var_builder());
+    let (max_len, width) = (p.tokenizer.max_len, p.text_encoder.hidden_size);
+    let latent_dims = vec![Dim::Batch, Dim::Known(c), Dim::Known(s), Dim::Known(s)];
+    let err = |what: &str| {
+        let what = what.to_string();
+        move |e: flashctl_graphs::GraphError| anyhow!("{what}: {e}")
+    };
+    let mut reports = vec![];
+    let mut write = |name: &'static str,
+                     graph: flashctl_graphs::Graph,
+                     reference: HashMap<String, Tensor>,
+                     doc: String,
+                     parameter_prefix: &str|
+     -> Result<()> {
+        let params: usize = p
+            .var_builder_names()
+            .filter(|(k, _)| k.starts_with(parameter_prefix))
+            .map(|(_, n)| n)
+            .sum();
+        let written = Written {
+            kind: "component",
+            dir,
+            info: json!({"class": "StableDiffusionPipeline", "component": name,
+                         "input_ids": ids_note(&p), "vae_scaling_factor": p.vae.scaling_factor}),
+            plan: None,
+            parameter_bytes: 4 * params,
+        };
+        let path = root.join(name).join("model.onnx");
+        reports.push(write_graph(
+            graph,
+            form,
+            doc,
+            vec![],
+            reference,
+            &path,
+            written,
+            start,
+        )?);
+        Ok(())
+    };
+    // text encoder
+    {
+        let ops = TraceOps::new(p.var_builder(), "text_encoder");
+        let i = ops.input(
+            "input_ids",
+            DType::I64,
+            vec![Dim::Batch, Dim::Known(max_len)],
+        );
+        let y = encode_text(&p.text_encoder, &ops, &i).map_err(err("text encoder"))?;
+        let g = ops
+            .finish(&[("prompt_embeds", &y)])
+            .map_err(err("text encoder"))?;
+        let mut r = HashMap::new();
+        r.insert("input_ids".to_string(), ids.clone());
+        r.insert("prompt_embeds".to_string(), embeds.clone());
+        write(
+            "text_encoder",
+            g,
+            r,
+            "CLIP text encoder".into(),
+            "text_encoder.",
+        )?;
+    }
+    // one UNet call
+    {
+        let ops = TraceOps::new(p.var_builder(), "unet");
+        let xi = ops.input("x", DType::F32, latent_dims.clone());
+        let ti = ops.input("t", DType::F32, vec![Dim::Batch]);
+        let ci = ops.input(
+            "encoder_hidden_states",
+            DType::F32,
+            vec![Dim::Batch, Dim::Known(max_len), Dim::Known(width)],
+        );
+        let y = Prefixed::run(&ops, "unet", |o| {
+            forward_with_context(&p.unet, o, &xi, &ti, None, Some(&ci))
+        })
+        .map_err(err("unet"))?;
+        let g = ops.finish(&[("denoiser_out", &y)]).map_err(err("unet"))?;
+        let want = Prefixed::run(&eager, "unet", |o| {
+            forward_with_context(&p.unet, o, &x, &t, None, Some(&embeds))
+        })
+        .map_err(err("unet"))?;
+        let mut r = HashMap::new();
+        r.insert("x".to_string(), x.clone());
+        r.insert("t".to_string(), t.clone());
+        r.insert("encoder_hidden_states".to_string(), embeds.clone());
+        r.insert("denoiser_out".to_string(), want);
+        write(
+            "unet",
+            g,
+            r,
+            "UNet2DConditionModel, one call".into(),
+            "unet.",
+        )?;
+    }
+    // VAE decoder
+    {
+        let ops = TraceOps::new(p.var_builder(), "vae_decoder");
+        let zi = ops.input("latents", DType::F32, latent_dims);
+        let y = decode_image(&p.vae, &ops, &zi).map_err(err("vae decoder"))?;
+        let g = ops.finish(&[("image", &y)]).map_err(err("vae decoder"))?;
+        let want = decode_image(&p.vae, &eager, &x).map_err(err("vae decoder"))?;
+        let mut r = HashMap::new();
+        r.insert("latents".to_string(), x.clone());
+        r.insert("image".to_string(), want);
+        write(
+            "vae_decoder",
+            g,
+            r,
+            "AutoencoderKL decoder, [0, 1] output".into(),
+            "vae.decoder.",
+        )?;
+    }
+    Ok(reports)
 }

@@ -131,6 +131,13 @@ impl SdPipeline {
         })
     }
 
+    /// (name, element count) of every weight, names under `text_encoder.`, `unet.`, `vae.`.
+    pub fn var_builder_names(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.weights
+            .iter()
+            .map(|(k, t)| (k.as_str(), t.elem_count()))
+    }
+
     /// Parameters of the three networks together.
     pub fn parameter_count(&self) -> usize {
         self.weights.values().map(|t| t.elem_count()).sum()
