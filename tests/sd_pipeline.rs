@@ -7,14 +7,34 @@ use candle_core::{Device, Tensor};
 use flashctl::sd::clip_tokenizer::ClipTokenizer;
 use flashctl::sd::text_encoder::{parse_config, TextEncoder};
 
-fn pipeline() -> std::path::PathBuf {
-    common::fixture("diffusers_sd/sd_tiny_eps")
+/// The pipelines computed by diffusers (fixtures/diffusers_sd/README.md): the SD 1.x layout and
+/// an SD 2.x-like one (linear projections, per-level heads, 2 transformer layers, upcast
+/// attention, v-prediction, trailing spacing, gelu text encoder, 3 VAE levels, scaling 0.13025).
+const CASES: &[&str] = &["sd_tiny_eps", "sd_tiny_v_linear"];
+
+/// A symbolic batch and the rest of `t`'s dims as known.
+fn known_batch_dims(t: &Tensor) -> Vec<flashctl_graphs::Dim> {
+    let mut d = vec![flashctl_graphs::Dim::Batch];
+    d.extend(
+        t.dims()[1..]
+            .iter()
+            .map(|&n| flashctl_graphs::Dim::Known(n)),
+    );
+    d
 }
 
-fn case_prompts() -> (Vec<String>, String) {
+fn case_dir(name: &str) -> std::path::PathBuf {
+    common::fixture(&format!("diffusers_sd/{name}"))
+}
+
+/// The SD 1.x case (the refusal tests edit its configs).
+fn pipeline() -> std::path::PathBuf {
+    case_dir(CASES[0])
+}
+
+fn case_prompts(dir: &std::path::Path) -> (Vec<String>, String) {
     let case: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(pipeline().join("case.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
     let prompts = case["prompts"]
         .as_array()
         .unwrap()
@@ -33,28 +53,34 @@ fn ids_rows(t: &Tensor) -> Vec<Vec<i64>> {
 
 #[test]
 fn tokenizer_from_either_file_set_gives_transformers_ids() {
-    let io = common::load(&pipeline().join("io.safetensors"));
-    let (prompts, negative) = case_prompts();
-    let dir = pipeline().join("tokenizer");
-    let from_json = ClipTokenizer::from_dir(&dir).unwrap();
-    assert_eq!(from_json.source, "tokenizer.json");
-    let from_bpe =
-        ClipTokenizer::from_vocab_merges(&dir.join("vocab.json"), &dir.join("merges.txt"), &dir)
-            .unwrap();
-    let want = ids_rows(&io["input_ids"]);
-    let want_neg = ids_rows(&io["negative_input_ids"]);
-    for tok in [&from_json, &from_bpe] {
-        for (p, w) in prompts.iter().zip(&want) {
-            let e = tok.encode(p).unwrap();
-            assert_eq!(&e.ids, w, "{} on {p:?}", tok.source);
-            assert!(!e.truncated);
+    for name in CASES {
+        let pipeline = || case_dir(name);
+        let io = common::load(&pipeline().join("io.safetensors"));
+        let (prompts, negative) = case_prompts(&pipeline());
+        let dir = pipeline().join("tokenizer");
+        let from_json = ClipTokenizer::from_dir(&dir).unwrap();
+        assert_eq!(from_json.source, "tokenizer.json");
+        let from_bpe = ClipTokenizer::from_vocab_merges(
+            &dir.join("vocab.json"),
+            &dir.join("merges.txt"),
+            &dir,
+        )
+        .unwrap();
+        let want = ids_rows(&io["input_ids"]);
+        let want_neg = ids_rows(&io["negative_input_ids"]);
+        for tok in [&from_json, &from_bpe] {
+            for (p, w) in prompts.iter().zip(&want) {
+                let e = tok.encode(p).unwrap();
+                assert_eq!(&e.ids, w, "{} on {p:?}", tok.source);
+                assert!(!e.truncated);
+            }
+            assert_eq!(
+                tok.encode(&negative).unwrap().ids,
+                want_neg[0],
+                "{}",
+                tok.source
+            );
         }
-        assert_eq!(
-            tok.encode(&negative).unwrap().ids,
-            want_neg[0],
-            "{}",
-            tok.source
-        );
     }
 }
 
@@ -73,15 +99,18 @@ fn long_prompts_are_truncated_to_the_length_and_say_so() {
 
 #[test]
 fn text_encoder_matches_transformers() {
-    let io = common::load(&pipeline().join("io.safetensors"));
-    let enc = TextEncoder::load(&pipeline().join("text_encoder"), &Device::Cpu).unwrap();
-    for (ids, want) in [
-        ("input_ids", "prompt_embeds"),
-        ("negative_input_ids", "negative_prompt_embeds"),
-    ] {
-        let got = enc.encode(&io[ids]).unwrap();
-        let err = common::rel_err(&got, &io[want]);
-        assert!(err < 1e-4, "{want}: relative error {err}");
+    for name in CASES {
+        let pipeline = || case_dir(name);
+        let io = common::load(&pipeline().join("io.safetensors"));
+        let enc = TextEncoder::load(&pipeline().join("text_encoder"), &Device::Cpu).unwrap();
+        for (ids, want) in [
+            ("input_ids", "prompt_embeds"),
+            ("negative_input_ids", "negative_prompt_embeds"),
+        ] {
+            let got = enc.encode(&io[ids]).unwrap();
+            let err = common::rel_err(&got, &io[want]);
+            assert!(err < 1e-4, "{want}: relative error {err}");
+        }
     }
 }
 
@@ -137,67 +166,72 @@ fn gelu_text_encoders_use_the_exact_erf_form() {
 /// `prompt_embeds`), run by tract and ONNX Runtime.
 #[test]
 fn traced_text_encoder_runs_in_every_runtime() {
-    use flashctl_graphs::{DType, Dim, TraceOps};
-    use flashctl_validate::HostTensor;
-    let io = common::load(&pipeline().join("io.safetensors"));
-    let enc = TextEncoder::load(&pipeline().join("text_encoder"), &Device::Cpu).unwrap();
-    let vb = candle_nn::VarBuilder::from_tensors(
-        enc.weights().clone(),
-        candle_core::DType::F32,
-        &Device::Cpu,
-    );
-    let ops = TraceOps::new(vb, "text_encoder");
-    let ids = ops.input("input_ids", DType::I64, vec![Dim::Batch, Dim::Known(77)]);
-    let y = flashctl::models::clip_text::forward(&enc.config, &ops, &ids).unwrap();
-    let graph = ops.finish(&[("prompt_embeds", &y)]).unwrap();
-    let bytes = common::onnx_bytes(&graph);
-    let want = common::vec(&io["prompt_embeds"]);
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let ids: Vec<i64> = io["input_ids"].flatten_all().unwrap().to_vec1().unwrap();
-    let inputs = [HostTensor::i64("input_ids", vec![2, 77], ids)];
-    for rt in common::parity_runtimes() {
-        let got = common::run_first_output(rt, &bytes, &inputs);
-        let err = common::max_abs(&got, &want) / scale;
-        assert!(err < 1e-4, "{rt}: relative error {err}");
+    for name in CASES {
+        let pipeline = || case_dir(name);
+        use flashctl_graphs::{DType, Dim, TraceOps};
+        use flashctl_validate::HostTensor;
+        let io = common::load(&pipeline().join("io.safetensors"));
+        let enc = TextEncoder::load(&pipeline().join("text_encoder"), &Device::Cpu).unwrap();
+        let vb = candle_nn::VarBuilder::from_tensors(
+            enc.weights().clone(),
+            candle_core::DType::F32,
+            &Device::Cpu,
+        );
+        let ops = TraceOps::new(vb, "text_encoder");
+        let ids = ops.input("input_ids", DType::I64, vec![Dim::Batch, Dim::Known(77)]);
+        let y = flashctl::models::clip_text::forward(&enc.config, &ops, &ids).unwrap();
+        let graph = ops.finish(&[("prompt_embeds", &y)]).unwrap();
+        let bytes = common::onnx_bytes(&graph);
+        let want = common::vec(&io["prompt_embeds"]);
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let ids: Vec<i64> = io["input_ids"].flatten_all().unwrap().to_vec1().unwrap();
+        let inputs = [HostTensor::i64("input_ids", vec![2, 77], ids)];
+        for rt in common::parity_runtimes() {
+            let got = common::run_first_output(rt, &bytes, &inputs);
+            let err = common::max_abs(&got, &want) / scale;
+            assert!(err < 1e-4, "{rt}: relative error {err}");
+        }
     }
 }
 
-fn unet_config() -> serde_json::Map<String, serde_json::Value> {
-    serde_json::from_str(&std::fs::read_to_string(pipeline().join("unet/config.json")).unwrap())
-        .unwrap()
+fn unet_config(dir: &std::path::Path) -> serde_json::Map<String, serde_json::Value> {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("unet/config.json")).unwrap()).unwrap()
 }
 
 #[test]
 fn conditional_unet_matches_diffusers() {
-    use flashctl::diffusers::parse_unet_cond_config;
-    use flashctl_graphs::EagerOps;
-    let io = common::load(&pipeline().join("io.safetensors"));
-    let cfg = parse_unet_cond_config(&unet_config()).unwrap();
-    let weights = common::load(&pipeline().join("unet/diffusion_pytorch_model.safetensors"));
-    let ops = EagerOps::new(candle_nn::VarBuilder::from_tensors(
-        weights,
-        candle_core::DType::F32,
-        &Device::Cpu,
-    ));
-    let out = flashctl::models::unet::forward_with_context(
-        &cfg,
-        &ops,
-        &io["x"],
-        &io["t"],
-        None,
-        Some(&io["prompt_embeds"]),
-    )
-    .unwrap();
-    let err = common::rel_err(&out, &io["denoiser_out"]);
-    println!("UNet2DConditionModel: relative error {err:.3e}");
-    assert!(err < 1e-4, "relative error {err}");
+    for name in CASES {
+        let pipeline = || case_dir(name);
+        use flashctl::diffusers::parse_unet_cond_config;
+        use flashctl_graphs::EagerOps;
+        let io = common::load(&pipeline().join("io.safetensors"));
+        let cfg = parse_unet_cond_config(&unet_config(&pipeline())).unwrap();
+        let weights = common::load(&pipeline().join("unet/diffusion_pytorch_model.safetensors"));
+        let ops = EagerOps::new(candle_nn::VarBuilder::from_tensors(
+            weights,
+            candle_core::DType::F32,
+            &Device::Cpu,
+        ));
+        let out = flashctl::models::unet::forward_with_context(
+            &cfg,
+            &ops,
+            &io["x"],
+            &io["t"],
+            None,
+            Some(&io["prompt_embeds"]),
+        )
+        .unwrap();
+        let err = common::rel_err(&out, &io["denoiser_out"]);
+        println!("UNet2DConditionModel: relative error {err:.3e}");
+        assert!(err < 1e-4, "relative error {err}");
+    }
 }
 
 #[test]
 fn conditional_unet_config_refuses_what_it_cannot_run_by_name() {
     use flashctl::diffusers::parse_unet_cond_config;
     let with = |k: &str, v: serde_json::Value| {
-        let mut m = unet_config();
+        let mut m = unet_config(&pipeline());
         m.insert(k.into(), v);
         parse_unet_cond_config(&m).unwrap_err()
     };
@@ -225,105 +259,109 @@ fn conditional_unet_config_refuses_what_it_cannot_run_by_name() {
 /// tract and ONNX Runtime against diffusers' output.
 #[test]
 fn traced_conditional_unet_runs_in_every_runtime() {
-    use flashctl::diffusers::parse_unet_cond_config;
-    use flashctl_graphs::{DType, Dim, TraceOps};
-    use flashctl_validate::HostTensor;
-    let io = common::load(&pipeline().join("io.safetensors"));
-    let cfg = parse_unet_cond_config(&unet_config()).unwrap();
-    let weights = common::load(&pipeline().join("unet/diffusion_pytorch_model.safetensors"));
-    let vb = candle_nn::VarBuilder::from_tensors(weights, candle_core::DType::F32, &Device::Cpu);
-    let ops = TraceOps::new(vb, "unet");
-    let x = ops.input(
-        "x",
-        DType::F32,
-        vec![Dim::Batch, Dim::Known(4), Dim::Known(8), Dim::Known(8)],
-    );
-    let t = ops.input("t", DType::F32, vec![Dim::Batch]);
-    let ctx = ops.input(
-        "encoder_hidden_states",
-        DType::F32,
-        vec![Dim::Batch, Dim::Known(77), Dim::Known(32)],
-    );
-    let y =
-        flashctl::models::unet::forward_with_context(&cfg, &ops, &x, &t, None, Some(&ctx)).unwrap();
-    let graph = ops.finish(&[("denoiser_out", &y)]).unwrap();
-    let bytes = common::onnx_bytes(&graph);
-    let host = |name: &str, key: &str| {
-        HostTensor::f32(name, io[key].dims().to_vec(), common::vec(&io[key]))
-    };
-    let inputs = [
-        host("x", "x"),
-        host("t", "t"),
-        host("encoder_hidden_states", "prompt_embeds"),
-    ];
-    let want = common::vec(&io["denoiser_out"]);
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    for rt in common::parity_runtimes() {
-        let got = common::run_first_output(rt, &bytes, &inputs);
-        let err = common::max_abs(&got, &want) / scale;
-        println!("traced UNet2DConditionModel in {rt}: relative error {err:.3e}");
-        assert!(err < 1e-4, "{rt}: relative error {err}");
+    for name in CASES {
+        let pipeline = || case_dir(name);
+        use flashctl::diffusers::parse_unet_cond_config;
+        use flashctl_graphs::{DType, Dim, TraceOps};
+        use flashctl_validate::HostTensor;
+        let io = common::load(&pipeline().join("io.safetensors"));
+        let cfg = parse_unet_cond_config(&unet_config(&pipeline())).unwrap();
+        let weights = common::load(&pipeline().join("unet/diffusion_pytorch_model.safetensors"));
+        let vb =
+            candle_nn::VarBuilder::from_tensors(weights, candle_core::DType::F32, &Device::Cpu);
+        let ops = TraceOps::new(vb, "unet");
+        let x = ops.input("x", DType::F32, known_batch_dims(&io["x"]));
+        let t = ops.input("t", DType::F32, vec![Dim::Batch]);
+        let ctx = ops.input(
+            "encoder_hidden_states",
+            DType::F32,
+            known_batch_dims(&io["prompt_embeds"]),
+        );
+        let y = flashctl::models::unet::forward_with_context(&cfg, &ops, &x, &t, None, Some(&ctx))
+            .unwrap();
+        let graph = ops.finish(&[("denoiser_out", &y)]).unwrap();
+        let bytes = common::onnx_bytes(&graph);
+        let host = |name: &str, key: &str| {
+            HostTensor::f32(name, io[key].dims().to_vec(), common::vec(&io[key]))
+        };
+        let inputs = [
+            host("x", "x"),
+            host("t", "t"),
+            host("encoder_hidden_states", "prompt_embeds"),
+        ];
+        let want = common::vec(&io["denoiser_out"]);
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for rt in common::parity_runtimes() {
+            let got = common::run_first_output(rt, &bytes, &inputs);
+            let err = common::max_abs(&got, &want) / scale;
+            println!("traced UNet2DConditionModel in {rt}: relative error {err:.3e}");
+            assert!(err < 1e-4, "{rt}: relative error {err}");
+        }
     }
 }
 
-fn vae() -> (
+fn vae(
+    dir: &std::path::Path,
+) -> (
     flashctl::models::vae::VaeConfig,
     candle_nn::VarBuilder<'static>,
 ) {
     let map: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(&std::fs::read_to_string(pipeline().join("vae/config.json")).unwrap())
+        serde_json::from_str(&std::fs::read_to_string(dir.join("vae/config.json")).unwrap())
             .unwrap();
     let cfg = flashctl::sd::vae::parse_config(&map).unwrap();
-    let weights = common::load(&pipeline().join("vae/diffusion_pytorch_model.safetensors"));
+    let weights = common::load(&dir.join("vae/diffusion_pytorch_model.safetensors"));
     let vb = candle_nn::VarBuilder::from_tensors(weights, candle_core::DType::F32, &Device::Cpu);
     (cfg, vb)
 }
 
 #[test]
 fn vae_decode_and_encode_match_diffusers() {
-    use flashctl::models::vae;
-    let io = common::load(&pipeline().join("io.safetensors"));
-    let (cfg, vb) = vae();
-    let ops = flashctl_graphs::EagerOps::new(vb);
-    // the fixture decodes vae_latents / scaling_factor
-    let z = (&io["vae_latents"] / cfg.scaling_factor as f64).unwrap();
-    let image = vae::decode(&cfg, &ops, &z).unwrap();
-    let err = common::rel_err(&image, &io["vae_decoded"]);
-    println!("AutoencoderKL decode: relative error {err:.3e}");
-    assert!(err < 1e-4, "decode: relative error {err}");
-    let mean = vae::encode_mean(&cfg, &ops, &io["vae_image"]).unwrap();
-    let err = common::rel_err(&mean, &io["vae_encoded_mean"]);
-    println!("AutoencoderKL encode mean: relative error {err:.3e}");
-    assert!(err < 1e-4, "encode: relative error {err}");
+    for name in CASES {
+        let pipeline = || case_dir(name);
+        use flashctl::models::vae;
+        let io = common::load(&pipeline().join("io.safetensors"));
+        let (cfg, vb) = vae(&pipeline());
+        let ops = flashctl_graphs::EagerOps::new(vb);
+        // the fixture decodes vae_latents / scaling_factor
+        let z = (&io["vae_latents"] / cfg.scaling_factor as f64).unwrap();
+        let image = vae::decode(&cfg, &ops, &z).unwrap();
+        let err = common::rel_err(&image, &io["vae_decoded"]);
+        println!("AutoencoderKL decode: relative error {err:.3e}");
+        assert!(err < 1e-4, "decode: relative error {err}");
+        let mean = vae::encode_mean(&cfg, &ops, &io["vae_image"]).unwrap();
+        let err = common::rel_err(&mean, &io["vae_encoded_mean"]);
+        println!("AutoencoderKL encode mean: relative error {err:.3e}");
+        assert!(err < 1e-4, "encode: relative error {err}");
+    }
 }
 
 #[test]
 fn traced_vae_decoder_runs_in_every_runtime() {
-    use flashctl_graphs::{DType, Dim, TraceOps};
-    use flashctl_validate::HostTensor;
-    let io = common::load(&pipeline().join("io.safetensors"));
-    let (cfg, vb) = vae();
-    let ops = TraceOps::new(vb, "vae_decoder");
-    let z = ops.input(
-        "latents",
-        DType::F32,
-        vec![Dim::Batch, Dim::Known(4), Dim::Known(8), Dim::Known(8)],
-    );
-    let y = flashctl::models::vae::decode(&cfg, &ops, &z).unwrap();
-    let bytes = common::onnx_bytes(&ops.finish(&[("image", &y)]).unwrap());
-    let zin = (&io["vae_latents"] / cfg.scaling_factor as f64).unwrap();
-    let inputs = [HostTensor::f32(
-        "latents",
-        zin.dims().to_vec(),
-        common::vec(&zin),
-    )];
-    let want = common::vec(&io["vae_decoded"]);
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    for rt in common::parity_runtimes() {
-        let got = common::run_first_output(rt, &bytes, &inputs);
-        let err = common::max_abs(&got, &want) / scale;
-        println!("traced AutoencoderKL decoder in {rt}: relative error {err:.3e}");
-        assert!(err < 1e-4, "{rt}: relative error {err}");
+    for name in CASES {
+        let pipeline = || case_dir(name);
+        use flashctl_graphs::{DType, Dim, TraceOps};
+        use flashctl_validate::HostTensor;
+        let io = common::load(&pipeline().join("io.safetensors"));
+        let (cfg, vb) = vae(&pipeline());
+        let ops = TraceOps::new(vb, "vae_decoder");
+        let z = ops.input("latents", DType::F32, known_batch_dims(&io["vae_latents"]));
+        let y = flashctl::models::vae::decode(&cfg, &ops, &z).unwrap();
+        let bytes = common::onnx_bytes(&ops.finish(&[("image", &y)]).unwrap());
+        let zin = (&io["vae_latents"] / cfg.scaling_factor as f64).unwrap();
+        let inputs = [HostTensor::f32(
+            "latents",
+            zin.dims().to_vec(),
+            common::vec(&zin),
+        )];
+        let want = common::vec(&io["vae_decoded"]);
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for rt in common::parity_runtimes() {
+            let got = common::run_first_output(rt, &bytes, &inputs);
+            let err = common::max_abs(&got, &want) / scale;
+            println!("traced AutoencoderKL decoder in {rt}: relative error {err:.3e}");
+            assert!(err < 1e-4, "{rt}: relative error {err}");
+        }
     }
 }
 
@@ -350,38 +388,41 @@ fn vae_config_refuses_what_it_cannot_run_by_name() {
 
 #[test]
 fn pipeline_latents_and_image_match_diffusers() {
-    use flashctl::sd::pipeline::SdPipeline;
-    let io = common::load(&pipeline().join("io.safetensors"));
-    let case: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(pipeline().join("case.json")).unwrap())
-            .unwrap();
-    let steps = case["ddim_steps"].as_u64().unwrap() as usize;
-    let w = case["guidance_scale"].as_f64().unwrap() as f32;
-    let p = SdPipeline::load(&pipeline(), &Device::Cpu).unwrap();
-    let plan = p.plan(steps).unwrap();
-    let want_ts: Vec<usize> = common::vec(&io["ddim_timesteps"])
-        .iter()
-        .map(|&t| t as usize)
-        .collect();
-    assert_eq!(plan.timesteps, want_ts);
-    // from the fixture's embeddings, and from ids through flashctl's own text encoder
-    let ids_cond = p.encode_ids(&io["input_ids"]).unwrap();
-    let ids_uncond = p.encode_ids(&io["negative_input_ids"]).unwrap();
-    for (name, cond, uncond) in [
-        (
-            "embeddings",
-            io["prompt_embeds"].clone(),
-            io["negative_prompt_embeds"].clone(),
-        ),
-        ("ids", ids_cond, ids_uncond),
-    ] {
-        let (latents, image) = p
-            .generate(&io["x_T"], &cond, Some(&uncond), w, steps)
-            .unwrap();
-        let el = common::rel_err(&latents, &io["pipeline_latents"]);
-        let ei = common::rel_err(&image, &io["pipeline_image"]);
-        println!("pipeline from {name}: latents {el:.3e}, image {ei:.3e}");
-        assert!(el < 1e-3 && ei < 1e-3, "{name}: latents {el}, image {ei}");
+    for name in CASES {
+        let pipeline = || case_dir(name);
+        use flashctl::sd::pipeline::SdPipeline;
+        let io = common::load(&pipeline().join("io.safetensors"));
+        let case: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(pipeline().join("case.json")).unwrap())
+                .unwrap();
+        let steps = case["ddim_steps"].as_u64().unwrap() as usize;
+        let w = case["guidance_scale"].as_f64().unwrap() as f32;
+        let p = SdPipeline::load(&pipeline(), &Device::Cpu).unwrap();
+        let plan = p.plan(steps).unwrap();
+        let want_ts: Vec<usize> = common::vec(&io["ddim_timesteps"])
+            .iter()
+            .map(|&t| t as usize)
+            .collect();
+        assert_eq!(plan.timesteps, want_ts);
+        // from the fixture's embeddings, and from ids through flashctl's own text encoder
+        let ids_cond = p.encode_ids(&io["input_ids"]).unwrap();
+        let ids_uncond = p.encode_ids(&io["negative_input_ids"]).unwrap();
+        for (name, cond, uncond) in [
+            (
+                "embeddings",
+                io["prompt_embeds"].clone(),
+                io["negative_prompt_embeds"].clone(),
+            ),
+            ("ids", ids_cond, ids_uncond),
+        ] {
+            let (latents, image) = p
+                .generate(&io["x_T"], &cond, Some(&uncond), w, steps)
+                .unwrap();
+            let el = common::rel_err(&latents, &io["pipeline_latents"]);
+            let ei = common::rel_err(&image, &io["pipeline_image"]);
+            println!("pipeline from {name}: latents {el:.3e}, image {ei:.3e}");
+            assert!(el < 1e-3 && ei < 1e-3, "{name}: latents {el}, image {ei}");
+        }
     }
 }
 
@@ -425,57 +466,63 @@ fn pipeline_folders_refuse_what_is_missing_or_unsupported_by_name() {
 /// on the fixture's x_T and ids gives diffusers' pipeline_image.
 #[test]
 fn exported_text_to_image_graph_gives_the_pipelines_image() {
-    use flashctl_validate::HostTensor;
-    let io = common::load(&pipeline().join("io.safetensors"));
-    let case: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(pipeline().join("case.json")).unwrap())
-            .unwrap();
-    let steps = case["ddim_steps"].as_u64().unwrap() as usize;
-    let w = case["guidance_scale"].as_f64().unwrap() as f32;
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("t2i/model.onnx");
-    let r = flashctl::sd::export::export_pipeline(
-        &pipeline(),
-        Some(steps),
-        w,
-        Default::default(),
-        &out,
-    )
-    .unwrap();
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&r.manifest_path).unwrap()).unwrap();
-    assert_eq!(manifest["kind"], "text_to_image");
-    assert_eq!(manifest["pipeline"]["guidance_scale"], 7.5);
-    let names = |k: &str| -> Vec<String> {
-        manifest[k]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["name"].as_str().unwrap().to_string())
-            .collect()
-    };
-    assert_eq!(names("inputs"), ["noise", "input_ids"]);
-    assert_eq!(names("outputs"), ["image", "latents"]);
-    // each weight once: the initializers are no larger than the parameters they come from
-    assert!(
-        r.initializer_bytes <= r.parameter_bytes,
-        "{} > {}",
-        r.initializer_bytes,
-        r.parameter_bytes
-    );
-    let bytes = std::fs::read(&out).unwrap();
-    let ids: Vec<i64> = io["input_ids"].flatten_all().unwrap().to_vec1().unwrap();
-    let inputs = [
-        HostTensor::f32("noise", io["x_T"].dims().to_vec(), common::vec(&io["x_T"])),
-        HostTensor::i64("input_ids", vec![2, 77], ids),
-    ];
-    let want = common::vec(&io["pipeline_image"]);
-    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    for rt in common::parity_runtimes() {
-        let got = common::run_first_output(rt, &bytes, &inputs);
-        let err = common::max_abs(&got, &want) / scale;
-        println!("exported text-to-image graph in {rt}: image relative error {err:.3e}");
-        assert!(err < 1e-3, "{rt}: relative error {err}");
+    for name in CASES {
+        let pipeline = || case_dir(name);
+        use flashctl_validate::HostTensor;
+        let io = common::load(&pipeline().join("io.safetensors"));
+        let case: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(pipeline().join("case.json")).unwrap())
+                .unwrap();
+        let steps = case["ddim_steps"].as_u64().unwrap() as usize;
+        let w = case["guidance_scale"].as_f64().unwrap() as f32;
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("t2i/model.onnx");
+        let r = flashctl::sd::export::export_pipeline(
+            &pipeline(),
+            Some(steps),
+            w,
+            Default::default(),
+            &out,
+        )
+        .unwrap();
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&r.manifest_path).unwrap()).unwrap();
+        assert_eq!(manifest["kind"], "text_to_image");
+        assert_eq!(
+            manifest["pipeline"]["guidance_scale"].as_f64().unwrap() as f32,
+            w
+        );
+        let names = |k: &str| -> Vec<String> {
+            manifest[k]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(names("inputs"), ["noise", "input_ids"]);
+        assert_eq!(names("outputs"), ["image", "latents"]);
+        // each weight once: the initializers are no larger than the parameters they come from
+        assert!(
+            r.initializer_bytes <= r.parameter_bytes,
+            "{} > {}",
+            r.initializer_bytes,
+            r.parameter_bytes
+        );
+        let bytes = std::fs::read(&out).unwrap();
+        let ids: Vec<i64> = io["input_ids"].flatten_all().unwrap().to_vec1().unwrap();
+        let inputs = [
+            HostTensor::f32("noise", io["x_T"].dims().to_vec(), common::vec(&io["x_T"])),
+            HostTensor::i64("input_ids", vec![2, 77], ids),
+        ];
+        let want = common::vec(&io["pipeline_image"]);
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for rt in common::parity_runtimes() {
+            let got = common::run_first_output(rt, &bytes, &inputs);
+            let err = common::max_abs(&got, &want) / scale;
+            println!("exported text-to-image graph in {rt}: image relative error {err:.3e}");
+            assert!(err < 1e-3, "{rt}: relative error {err}");
+        }
     }
 }
 
