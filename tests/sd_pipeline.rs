@@ -340,7 +340,7 @@ fn vae_decode_and_encode_match_diffusers() {
 fn traced_vae_decoder_runs_in_every_runtime() {
     for name in CASES {
         let pipeline = || case_dir(name);
-        use flashctl_graphs::{DType, Dim, TraceOps};
+        use flashctl_graphs::{DType, TraceOps};
         use flashctl_validate::HostTensor;
         let io = common::load(&pipeline().join("io.safetensors"));
         let (cfg, vb) = vae(&pipeline());
