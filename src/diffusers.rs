@@ -461,7 +461,6 @@ pub fn parse_unet_cond_config(map: &Map<String, Value>) -> Result<UnetConfig, St
         "reverse_transformer_layers_per_block",
         "time_embedding_act_fn",
         "timestep_post_act",
-        "time_cond_proj_dim",
         "projection_class_embeddings_input_dim",
         "mid_block_only_cross_attention",
         "cross_attention_norm",
@@ -603,6 +602,7 @@ pub fn parse_unet_cond_config(map: &Map<String, Value>) -> Result<UnetConfig, St
             transformer_layers,
             use_linear_projection: f.bool_or("use_linear_projection", false)?,
             upcast_attention: f.bool_or("upcast_attention", false)?,
+            time_cond_proj_dim: f.opt_usize("time_cond_proj_dim")?,
         })),
     };
     if cfg.downsample_padding > 1 {

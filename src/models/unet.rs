@@ -83,6 +83,10 @@ pub struct CrossAttentionConfig {
     pub use_linear_projection: bool,
     /// attention scores in fp32 (SD 2.1); the eager path and fp32 graphs are fp32 throughout
     pub upcast_attention: bool,
+    /// width of `timestep_cond` (a guidance-scale embedding, LCM-style students): projected
+    /// without bias and added to the timestep embedding before `time_embedding.linear_1`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_cond_proj_dim: Option<usize>,
 }
 
 impl UnetConfig {
@@ -552,6 +556,20 @@ pub fn forward_with_context<O: Ops>(
     class_labels: Option<&O::T>,
     context: Option<&O::T>,
 ) -> Result<O::T> {
+    forward_conditioned(c, o, x, t, class_labels, context, None)
+}
+
+/// [`forward_with_context`] with a `timestep_cond` [B or 1, time_cond_proj_dim] (diffusers'
+/// `timestep_cond`, for UNets with `time_cond_proj_dim`).
+pub fn forward_conditioned<O: Ops>(
+    c: &UnetConfig,
+    o: &O,
+    x: &O::T,
+    t: &O::T,
+    class_labels: Option<&O::T>,
+    context: Option<&O::T>,
+    timestep_cond: Option<&O::T>,
+) -> Result<O::T> {
     c.validate().map_err(GraphError::Invalid)?;
     let cross = match (&c.cross_attention, context) {
         (Some(x), Some(ctx)) => Some((x, ctx)),
@@ -580,6 +598,30 @@ pub fn forward_with_context<O: Ops>(
     let temb = o.scoped("time_proj", || {
         o.timestep_embedding(t, boc[0], c.flip_sin_to_cos, c.freq_shift)
     })?;
+    let cond_dim = c
+        .cross_attention
+        .as_ref()
+        .and_then(|x| x.time_cond_proj_dim);
+    let temb = match (timestep_cond, cond_dim) {
+        (None, _) => temb,
+        (Some(cond), Some(dim)) => {
+            let w = o.param(
+                "time_embedding.cond_proj.weight",
+                &[boc[0], dim],
+                flashctl_graphs::ops::Init::Uniform {
+                    lo: -1.0 / (dim as f64).sqrt(),
+                    up: 1.0 / (dim as f64).sqrt(),
+                },
+            )?;
+            let proj = o.scoped("time_embedding.cond_proj", || o.linear(cond, &w, None))?;
+            o.add(&temb, &proj)?
+        }
+        (Some(_), None) => {
+            return Err(GraphError::Invalid(
+                "timestep_cond given to a UNet without time_cond_proj_dim".into(),
+            ))
+        }
+    };
     let temb = linear(o, "time_embedding.linear_1", &temb, boc[0], ted)?;
     let temb = o.silu(&temb)?;
     let mut emb = linear(o, "time_embedding.linear_2", &temb, ted, ted)?;

@@ -46,7 +46,7 @@ pub fn export_pipeline(
     // the empty negative prompt's embeddings, computed once
     let negative_ids = p.tokenize(&[String::new()])?;
     let negative = p.encode_ids(&negative_ids)?;
-    let guided = guidance != 1.0;
+    let guided = p.uses_cfg(guidance);
     // 1. trace: text encoder -> guided steps -> VAE decoder
     let ops = TraceOps::new(p.var_builder(), "text_to_image");
     let size = p.unet.sample_size;

@@ -9,7 +9,7 @@
 use super::clip_tokenizer::ClipTokenizer;
 use super::text_encoder::TextEncoder;
 use crate::models::clip_text::{self, ClipTextConfig};
-use crate::models::unet::{forward_with_context, UnetConfig};
+use crate::models::unet::{forward_conditioned, forward_with_context, UnetConfig};
 use crate::models::vae::{self, VaeConfig};
 use crate::sampler::{ddim_plan, sample_with, SamplerPlan};
 use crate::schedule::ScheduleConfig;
@@ -167,6 +167,16 @@ impl SdPipeline {
             .context("token ids")
     }
 
+    /// Classifier-free guidance runs (a guidance-embedded UNet takes w as an input instead).
+    pub fn uses_cfg(&self, guidance: f32) -> bool {
+        guidance != 1.0
+            && self
+                .unet
+                .cross_attention
+                .as_ref()
+                .is_none_or(|x| x.time_cond_proj_dim.is_none())
+    }
+
     /// The DDIM plan of `steps` steps with the pipeline's scheduler.
     pub fn plan(&self, steps: usize) -> Result<SamplerPlan> {
         ddim_plan(&self.schedule, steps).map_err(|e| anyhow!("--steps {steps}: {e}"))
@@ -224,9 +234,24 @@ pub fn encode_text<O: Ops>(c: &ClipTextConfig, o: &O, ids: &O::T) -> flashctl_gr
     Prefixed::run(o, "text_encoder", |p| clip_text::forward(c, p, ids))
 }
 
+/// diffusers' `get_guidance_scale_embedding(w)` (float32, as torch computes it): sin and cos of
+/// `1000 w` at `dim / 2` geometric frequencies, zero-padded to an odd `dim`.
+pub fn guidance_scale_embedding(w: f32, dim: usize) -> Vec<f32> {
+    let half = dim / 2;
+    let step = (10000f32).ln() / (half as f32 - 1.0).max(1.0);
+    let w = w * 1000.0;
+    let args: Vec<f32> = (0..half).map(|i| w * (i as f32 * -step).exp()).collect();
+    let mut out: Vec<f32> = args.iter().map(|a| a.sin()).collect();
+    out.extend(args.iter().map(|a| a.cos()));
+    out.resize(dim, 0.0);
+    out
+}
+
 /// `StableDiffusionPipeline`'s denoising loop: the plan's DDIM steps from x_T, each UNet call
 /// guided as diffusers guides it, `uncond + w (cond - uncond)` (no guidance when `uncond` is
-/// None or w = 1). The two UNet calls share their weights (parameters under `unet.`).
+/// None or w = 1). The two UNet calls share their weights (parameters under `unet.`). A UNet with
+/// `time_cond_proj_dim` instead takes the embedding of `w - 1` and runs once per step, no
+/// classifier-free guidance (as the pipeline does for such UNets).
 pub fn guided_latents<O: Ops>(
     unet: &UnetConfig,
     o: &O,
@@ -236,7 +261,17 @@ pub fn guided_latents<O: Ops>(
     uncond: Option<&O::T>,
     guidance: f32,
 ) -> flashctl_graphs::Result<O::T> {
+    let cond_dim = unet
+        .cross_attention
+        .as_ref()
+        .and_then(|x| x.time_cond_proj_dim);
     Prefixed::run(o, "unet", |p| {
+        if let Some(dim) = cond_dim {
+            let emb = p.constant(&guidance_scale_embedding(guidance - 1.0, dim), &[1, dim])?;
+            return sample_with(p, plan, x_t, |x_in, t| {
+                forward_conditioned(unet, p, x_in, t, None, Some(cond), Some(&emb))
+            });
+        }
         sample_with(p, plan, x_t, |x_in, t| {
             let text = forward_with_context(unet, p, x_in, t, None, Some(cond))?;
             match uncond {
