@@ -261,6 +261,24 @@ pub fn save_config(dir: &Path, cfg: &ModelConfig) -> anyhow::Result<()> {
 /// A diffusers model directory as a flashctl teacher: its UNet, its scheduler, DDIM by default.
 fn load_diffusers(dir: &Path, device: &Device) -> Result<LoadedModel, CheckpointError> {
     use crate::diffusers as hf;
+    let pipeline_class = hf::read_object(&dir.join("model_index.json"))
+        .ok()
+        .and_then(|m| {
+            m.get("_class_name")
+                .and_then(|v| v.as_str())
+                .map(String::from)
+        });
+    if let Some(class) =
+        pipeline_class.filter(|c| crate::sd::pipeline::PIPELINE_CLASSES.contains(&c.as_str()))
+    {
+        return Err(bad(
+            dir,
+            format!(
+                "a {class} folder (text-to-image): this command does not take pipeline teachers \
+                 yet (`teacher run`, `sample` and `export` do)"
+            ),
+        ));
+    }
     let layout = hf::layout(dir).map_err(|e| bad(dir, e))?;
     let unet = hf::read_object(&layout.config)
         .and_then(|m| hf::parse_unet_config(&m))

@@ -597,6 +597,27 @@ fn cli_exports_and_validates_a_pipeline_and_refuses_bad_inputs_in_one_line() {
         code == 2 && e.contains("StableDiffusionXLPipeline"),
         "{code} {e}"
     );
+    // commands that do not take pipelines yet say so, and write nothing
+    let never = tmp.path().join("never");
+    for args in [
+        vec![
+            "distill",
+            "--teacher",
+            common::s(&pipe),
+            "--steps",
+            "2",
+            "--out",
+            common::s(&never),
+        ],
+        vec!["bench", "--model", common::s(&pipe), "--runtime", "tract"],
+    ] {
+        let (code, e) = common::fails(&args);
+        assert!(
+            code == 2 && e.contains("does not take pipeline teachers yet"),
+            "{code} {e}"
+        );
+    }
+    assert!(!never.exists());
 }
 
 #[test]
