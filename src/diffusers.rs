@@ -191,6 +191,48 @@ impl Fields<'_> {
             ))
         }
     }
+    /// `sample_size`: an integer, or a square [h, w] pair (flashctl UNets are square).
+    pub(crate) fn sample_size(&self) -> Result<usize, String> {
+        match self.get("sample_size") {
+            Some(Value::Array(a)) if a.len() == 2 && a[0] == a[1] && a[0].is_u64() => {
+                Ok(a[0].as_u64().unwrap() as usize)
+            }
+            Some(Value::Array(_)) => {
+                Err(self.bad("sample_size", "square (flashctl UNets are square)"))
+            }
+            Some(v) => v
+                .as_u64()
+                .map(|x| x as usize)
+                .ok_or_else(|| self.bad("sample_size", "an integer")),
+            None => Err(format!(
+                "{} option `sample_size` is missing or null (flashctl needs the sample size)",
+                self.what
+            )),
+        }
+    }
+    /// `down_block_types` / `up_block_types` (or their defaults), every entry one of `ok`.
+    pub(crate) fn block_types(
+        &self,
+        defaults: [&[&str]; 2],
+        ok: [&[&str]; 2],
+    ) -> Result<[Vec<String>; 2], String> {
+        let mut out = [vec![], vec![]];
+        for (i, k) in ["down_block_types", "up_block_types"]
+            .into_iter()
+            .enumerate()
+        {
+            let list = self.strings(k, defaults[i])?;
+            if let Some(bad) = list.iter().find(|t| !ok[i].contains(&t.as_str())) {
+                return Err(format!(
+                    "unsupported {} option `{k}` entry \"{bad}\" (flashctl supports: {})",
+                    self.what,
+                    ok[i].join(", ")
+                ));
+            }
+            out[i] = list;
+        }
+        Ok(out)
+    }
     /// Refuse any key outside `known` (keys starting with `_` are diffusers bookkeeping).
     pub(crate) fn only_known(&self, known: &[&str]) -> Result<(), String> {
         for (k, v) in self.map {
@@ -278,55 +320,27 @@ pub fn parse_unet_config(map: &Map<String, Value>) -> Result<UnetConfig, String>
     }
     // dropout is the identity at inference and distillation runs the teacher without it
     f.f64_or("dropout", 0.0)?;
-    let sample_size = match f.get("sample_size") {
-        Some(Value::Array(a)) if a.len() == 2 && a[0] == a[1] && a[0].is_u64() => {
-            a[0].as_u64().unwrap() as usize
-        }
-        Some(Value::Array(_)) => {
-            return Err(f.bad("sample_size", "square (flashctl UNets are square)"))
-        }
-        Some(v) => v
-            .as_u64()
-            .map(|x| x as usize)
-            .ok_or_else(|| f.bad("sample_size", "an integer"))?,
-        None => return Err(
-            "UNet2DModel option `sample_size` is missing or null (flashctl needs the sample size)"
-                .into(),
-        ),
-    };
-    let down = f.strings(
-        "down_block_types",
-        &[
-            "DownBlock2D",
-            "AttnDownBlock2D",
-            "AttnDownBlock2D",
-            "AttnDownBlock2D",
+    let sample_size = f.sample_size()?;
+    let [down, up] = f.block_types(
+        [
+            &[
+                "DownBlock2D",
+                "AttnDownBlock2D",
+                "AttnDownBlock2D",
+                "AttnDownBlock2D",
+            ],
+            &[
+                "AttnUpBlock2D",
+                "AttnUpBlock2D",
+                "AttnUpBlock2D",
+                "UpBlock2D",
+            ],
+        ],
+        [
+            &["DownBlock2D", "AttnDownBlock2D"],
+            &["UpBlock2D", "AttnUpBlock2D"],
         ],
     )?;
-    let up = f.strings(
-        "up_block_types",
-        &[
-            "AttnUpBlock2D",
-            "AttnUpBlock2D",
-            "AttnUpBlock2D",
-            "UpBlock2D",
-        ],
-    )?;
-    for (k, list, ok) in [
-        (
-            "down_block_types",
-            &down,
-            ["DownBlock2D", "AttnDownBlock2D"],
-        ),
-        ("up_block_types", &up, ["UpBlock2D", "AttnUpBlock2D"]),
-    ] {
-        if let Some(bad) = list.iter().find(|t| !ok.contains(&t.as_str())) {
-            return Err(format!(
-                "unsupported UNet2DModel option `{k}` entry \"{bad}\" (flashctl supports: {})",
-                ok.join(", ")
-            ));
-        }
-    }
     let norm_num_groups = match f.get("norm_num_groups") {
         None if map.contains_key("norm_num_groups") => {
             return Err("unsupported UNet2DModel option `norm_num_groups` = null (set the group count explicitly)".into())
@@ -506,50 +520,27 @@ pub fn parse_unet_cond_config(map: &Map<String, Value>) -> Result<UnetConfig, St
         return Err(f.bad("resnet_out_scale_factor", "1.0 (flashctl supports 1.0)"));
     }
     f.f64_or("dropout", 0.0)?;
-    let sample_size = match f.get("sample_size") {
-        Some(Value::Array(a)) if a.len() == 2 && a[0] == a[1] && a[0].is_u64() => {
-            a[0].as_u64().unwrap() as usize
-        }
-        Some(Value::Array(_)) => return Err(f.bad("sample_size", "square")),
-        Some(v) => v
-            .as_u64()
-            .map(|x| x as usize)
-            .ok_or_else(|| f.bad("sample_size", "an integer"))?,
-        None => return Err("UNet2DConditionModel option `sample_size` is missing or null".into()),
-    };
-    let down = f.strings(
-        "down_block_types",
-        &[
-            "CrossAttnDownBlock2D",
-            "CrossAttnDownBlock2D",
-            "CrossAttnDownBlock2D",
-            "DownBlock2D",
+    let sample_size = f.sample_size()?;
+    let [down, up] = f.block_types(
+        [
+            &[
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "DownBlock2D",
+            ],
+            &[
+                "UpBlock2D",
+                "CrossAttnUpBlock2D",
+                "CrossAttnUpBlock2D",
+                "CrossAttnUpBlock2D",
+            ],
+        ],
+        [
+            &["DownBlock2D", "CrossAttnDownBlock2D"],
+            &["UpBlock2D", "CrossAttnUpBlock2D"],
         ],
     )?;
-    let up = f.strings(
-        "up_block_types",
-        &[
-            "UpBlock2D",
-            "CrossAttnUpBlock2D",
-            "CrossAttnUpBlock2D",
-            "CrossAttnUpBlock2D",
-        ],
-    )?;
-    for (k, list, ok) in [
-        (
-            "down_block_types",
-            &down,
-            ["DownBlock2D", "CrossAttnDownBlock2D"],
-        ),
-        ("up_block_types", &up, ["UpBlock2D", "CrossAttnUpBlock2D"]),
-    ] {
-        if let Some(bad) = list.iter().find(|t| !ok.contains(&t.as_str())) {
-            return Err(format!(
-                "unsupported UNet2DConditionModel option `{k}` entry \"{bad}\" (flashctl supports: {})",
-                ok.join(", ")
-            ));
-        }
-    }
     let boc = f.usizes("block_out_channels", &[320, 640, 1280, 1280])?;
     let levels = boc.len();
     let cross_attention_dim = match f.get("cross_attention_dim") {

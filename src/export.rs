@@ -33,6 +33,15 @@ pub struct Signature {
     pub shape: Vec<String>,
 }
 
+/// A graph input's or output's manifest entry.
+pub fn signature(v: &flashctl_graphs::ValueInfo) -> Signature {
+    Signature {
+        name: v.name.clone(),
+        dtype: v.dtype.name().into(),
+        shape: v.shape.iter().map(|d| d.to_string()).collect(),
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Manifest {
     pub schema_version: u32,
@@ -517,11 +526,6 @@ fn write_export(
     }
     flashctl_exporters::write_atomic(out, bytes)?;
     checkpoint::save_tensors(&reference_path, &reference)?;
-    let sig = |v: &flashctl_graphs::ValueInfo| Signature {
-        name: v.name.clone(),
-        dtype: v.dtype.name().into(),
-        shape: v.shape.iter().map(|d| d.to_string()).collect(),
-    };
     let manifest = Manifest {
         schema_version: MANIFEST_SCHEMA,
         kind: if sampler.is_some() {
@@ -536,8 +540,8 @@ fn write_export(
         model: Some(model.config.clone()),
         pipeline: None,
         sampler,
-        inputs: graph.inputs.iter().map(sig).collect(),
-        outputs: graph.outputs.iter().map(sig).collect(),
+        inputs: graph.inputs.iter().map(signature).collect(),
+        outputs: graph.outputs.iter().map(signature).collect(),
         denoiser_parameter_bytes: model.parameter_bytes(),
         initializer_bytes: summary.initializer_bytes,
         node_count: summary.node_count,

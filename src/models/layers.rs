@@ -114,3 +114,10 @@ pub fn layer_norm<O: Ops>(o: &O, p: &str, x: &O::T, dim: usize, eps: f32) -> Res
         o.add(&o.mul(&normed, &w)?, &b)
     })
 }
+
+/// (height, width) of an [N, C, H, W] value, as reshape targets (0 where unknown).
+pub fn spatial<O: Ops>(o: &O, x: &O::T) -> (i64, i64) {
+    let s = o.shape(x);
+    let known = |i: usize| s.get(i).and_then(|d| d.known()).unwrap_or(0) as i64;
+    (known(2), known(3))
+}

@@ -2,7 +2,7 @@
 //! names, so diffusers checkpoints load into it directly.
 //! https://github.com/huggingface/diffusers/blob/main/src/diffusers/models/unets/unet_2d.py
 
-use super::layers::{conv2d, embedding, group_norm, group_norm_silu, join, linear};
+use super::layers::{conv2d, embedding, group_norm, group_norm_silu, join, linear, spatial};
 use flashctl_graphs::{GraphError, Ops, Result};
 use serde::{Deserialize, Serialize};
 
@@ -325,11 +325,7 @@ pub fn attention_block<O: Ops>(
     }
     let heads = channels / head_dim;
     o.scoped(p, || {
-        let s = o.shape(x);
-        let (h, w) = (
-            s[2].known().unwrap_or(0) as i64,
-            s[3].known().unwrap_or(0) as i64,
-        );
+        let (h, w) = spatial(o, x);
         let ch = channels as i64;
         // 1. group norm (when the block has one) on [B, C, H*W], then tokens [B, HW, C]
         let flat = o.reshape(x, &[0, ch, h * w])?;
@@ -380,11 +376,7 @@ impl Ctx<'_> {
         let cross = c.cross_attention.as_ref().expect("a cross-attention UNet");
         let linear_proj = cross.use_linear_projection;
         o.scoped(p, || {
-            let s = o.shape(x);
-            let (hh, ww) = (
-                s[2].known().unwrap_or(0) as i64,
-                s[3].known().unwrap_or(0) as i64,
-            );
+            let (hh, ww) = spatial(o, x);
             let ch = channels as i64;
             let normed = group_norm(o, &join(p, "norm"), x, c.norm_num_groups, channels, 1e-6)?;
             let to_tokens = |v: &O::T| -> Result<O::T> {

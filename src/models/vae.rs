@@ -3,7 +3,7 @@
 //! (image -> latents, for distillation data). Parameter names are diffusers'
 //! (`encoder.*`, `quant_conv.*`, `post_quant_conv.*`, `decoder.*`).
 
-use super::layers::{conv2d, group_norm_silu, join};
+use super::layers::{conv2d, group_norm_silu, join, spatial};
 use super::unet::{attention_block, resnet_block, NormSpec};
 use flashctl_graphs::{GraphError, Ops, Result};
 use serde::{Deserialize, Serialize};
@@ -173,11 +173,7 @@ pub fn encode_mean<O: Ops>(c: &VaeConfig, o: &O, x: &O::T) -> Result<O::T> {
 /// Channels [0, half) of [B, 2*half, H, W] (torch.chunk(2, dim=1)[0]) with ops every runtime
 /// has: the pair axis moved last and selected by a constant 2x1 product.
 fn first_half_channels<O: Ops>(o: &O, x: &O::T, half: usize) -> Result<O::T> {
-    let s = o.shape(x);
-    let (h, w) = (
-        s[2].known().unwrap_or(0) as i64,
-        s[3].known().unwrap_or(0) as i64,
-    );
+    let (h, w) = spatial(o, x);
     let pairs = o.reshape(x, &[0, 2, half as i64 * h * w])?;
     let last = o.transpose(&pairs, &[0, 2, 1])?; // [B, half*h*w, 2]
     let sel = o.constant(&[1.0, 0.0], &[2, 1])?;

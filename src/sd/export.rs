@@ -6,7 +6,7 @@
 use super::pipeline::{decode_image, encode_text, guided_latents, SdPipeline};
 use crate::checkpoint::{self, sha256_hex};
 use crate::export::{
-    ExportReport, GraphForm, Manifest, Signature, MANIFEST_FILE, MANIFEST_SCHEMA, REFERENCE_FILE,
+    signature, ExportReport, GraphForm, Manifest, MANIFEST_FILE, MANIFEST_SCHEMA, REFERENCE_FILE,
     REFERENCE_SEED,
 };
 use anyhow::{anyhow, bail, Context, Result};
@@ -182,11 +182,6 @@ fn write_graph(
     let manifest_path = out_dir.join(MANIFEST_FILE);
     flashctl_exporters::write_atomic(out, &bytes)?;
     checkpoint::save_tensors(&reference_path, &reference)?;
-    let sig = |v: &flashctl_graphs::ValueInfo| Signature {
-        name: v.name.clone(),
-        dtype: v.dtype.name().into(),
-        shape: v.shape.iter().map(|d| d.to_string()).collect(),
-    };
     let parameter_bytes = w.parameter_bytes;
     let manifest = Manifest {
         schema_version: MANIFEST_SCHEMA,
@@ -197,8 +192,8 @@ fn write_graph(
         model: None,
         pipeline: Some(w.info),
         sampler: w.plan,
-        inputs: graph.inputs.iter().map(sig).collect(),
-        outputs: graph.outputs.iter().map(sig).collect(),
+        inputs: graph.inputs.iter().map(signature).collect(),
+        outputs: graph.outputs.iter().map(signature).collect(),
         denoiser_parameter_bytes: parameter_bytes,
         initializer_bytes: summary.initializer_bytes,
         node_count: summary.node_count,
