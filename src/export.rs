@@ -34,7 +34,7 @@ pub struct Signature {
 }
 
 /// A graph input's or output's manifest entry.
-pub fn signature(v: &flashctl_graphs::ValueInfo) -> Signature {
+fn signature(v: &flashctl_graphs::ValueInfo) -> Signature {
     Signature {
         name: v.name.clone(),
         dtype: v.dtype.name().into(),
@@ -498,7 +498,53 @@ fn write_export(
     rewrites: flashctl_graphs::lowering::Rewrites,
     start: std::time::Instant,
 ) -> Result<ExportReport> {
-    let precision = form.precision;
+    let record = ExportRecord {
+        kind: if sampler.is_some() {
+            "sampler"
+        } else {
+            "denoiser"
+        },
+        model: Some(model.config.clone()),
+        pipeline: None,
+        sampler,
+        parameter_bytes: model.parameter_bytes(),
+        reference_seed: seed,
+        model_dir: &model.dir,
+        model_fingerprint: Some(model.fingerprint()?),
+    };
+    write_graph_export(
+        graph, bytes, summary, reference, out, form, rewrites, start, record,
+    )
+}
+
+/// What a manifest records beyond the graph itself, from the export path that made it.
+pub(crate) struct ExportRecord<'a> {
+    /// `sampler`, `denoiser`, `text_to_image` or `component`
+    pub kind: &'static str,
+    pub model: Option<checkpoint::ModelConfig>,
+    pub pipeline: Option<serde_json::Value>,
+    pub sampler: Option<SamplerPlan>,
+    pub parameter_bytes: usize,
+    pub reference_seed: u64,
+    pub model_dir: &'a Path,
+    pub model_fingerprint: Option<String>,
+}
+
+/// Write `bytes` to `out`, `reference.safetensors` and `manifest.json` beside it (each
+/// atomically, the manifest built before anything is written). One export per directory: a
+/// directory whose manifest names another graph is refused before any file is touched.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn write_graph_export(
+    graph: &Graph,
+    bytes: &[u8],
+    summary: &flashctl_exporters::OnnxSummary,
+    reference: std::collections::HashMap<String, Tensor>,
+    out: &Path,
+    form: GraphForm,
+    rewrites: flashctl_graphs::lowering::Rewrites,
+    start: std::time::Instant,
+    record: ExportRecord,
+) -> Result<ExportReport> {
     let dir = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -524,46 +570,39 @@ fn write_export(
             dir.display()
         );
     }
-    flashctl_exporters::write_atomic(out, bytes)?;
-    checkpoint::save_tensors(&reference_path, &reference)?;
     let manifest = Manifest {
         schema_version: MANIFEST_SCHEMA,
-        kind: if sampler.is_some() {
-            "sampler"
-        } else {
-            "denoiser"
-        }
-        .into(),
-        graph: out.file_name().unwrap().to_string_lossy().into(),
+        kind: record.kind.into(),
+        graph: file_name,
         graph_sha256: sha256_hex(bytes),
         opset: summary.opset,
-        model: Some(model.config.clone()),
-        pipeline: None,
-        sampler,
+        model: record.model,
+        pipeline: record.pipeline,
+        sampler: record.sampler,
         inputs: graph.inputs.iter().map(signature).collect(),
         outputs: graph.outputs.iter().map(signature).collect(),
-        denoiser_parameter_bytes: model.parameter_bytes(),
+        denoiser_parameter_bytes: record.parameter_bytes,
         initializer_bytes: summary.initializer_bytes,
         node_count: summary.node_count,
         reference: REFERENCE_FILE.into(),
-        reference_seed: seed,
-        precision: precision.name().into(),
+        reference_seed: record.reference_seed,
+        precision: form.precision.name().into(),
         target: form.target.name().into(),
-        model_dir: std::fs::canonicalize(&model.dir)
+        model_dir: std::fs::canonicalize(record.model_dir)
             .ok()
             .map(|p| p.display().to_string()),
-        model_fingerprint: Some(model.fingerprint()?),
+        model_fingerprint: record.model_fingerprint,
     };
-    checkpoint::write_atomic(
-        &manifest_path,
-        serde_json::to_string_pretty(&manifest)?.as_bytes(),
-    )?;
+    let manifest_json = serde_json::to_string_pretty(&manifest)?;
+    flashctl_exporters::write_atomic(out, bytes)?;
+    checkpoint::save_tensors(&reference_path, &reference)?;
+    checkpoint::write_atomic(&manifest_path, manifest_json.as_bytes())?;
     Ok(ExportReport {
         graph_path: out.to_path_buf(),
         manifest_path,
         reference_path,
         initializer_bytes: summary.initializer_bytes,
-        parameter_bytes: model.parameter_bytes(),
+        parameter_bytes: record.parameter_bytes,
         node_count: summary.node_count,
         seconds: start.elapsed().as_secs_f64(),
         target: form.target,

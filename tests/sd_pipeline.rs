@@ -545,6 +545,22 @@ fn cli_exports_and_validates_a_pipeline_and_refuses_bad_inputs_in_one_line() {
     ]);
     let v = common::ok(&["validate", common::s(&out)]);
     assert!(v.contains("result: PASS"), "{v}");
+    // another graph's export in the same directory is refused before anything is written
+    let other = out.with_file_name("other.onnx");
+    let (code, e) = common::fails(&[
+        "export",
+        "--model",
+        common::s(&pipe),
+        "--steps",
+        "2",
+        "--out",
+        common::s(&other),
+    ]);
+    assert!(
+        code == 2 && e.contains("already holds the export of model.onnx"),
+        "{code} {e}"
+    );
+    assert!(!other.exists());
     // an existing export is not overwritten without --force
     let (code, e) = common::fails(&[
         "export",

@@ -131,6 +131,18 @@ thread_local! {
     static PATCHES_2: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Run `f` on the patch matrix of sample `x` (the sample itself for a pointwise convolution,
+/// else its im2col in this thread's patch scratch).
+fn with_patches<R>(g: &ConvGeometry, x: &[f32], f: impl FnOnce(&[f32]) -> R) -> R {
+    if g.is_pointwise() {
+        return f(x);
+    }
+    with_scratch(&PATCHES, g.patch_len(), |cols| {
+        im2col_sample(g, x, cols);
+        f(cols)
+    })
+}
+
 /// Run `f` with a scratch slice of `len` floats (contents unspecified) from `key`'s per-thread
 /// buffer, or a fresh one if that buffer is in use further up this thread's stack.
 fn with_scratch<R>(
@@ -412,7 +424,7 @@ impl CustomOp3 for Conv2d {
         let (parallel, threads) = threads_per_sample(g.b);
         for_each_sample(&mut out, o * hw_out, parallel, |i, y| {
             let xi = &x[i * g.c * g.h * g.w..][..g.c * g.h * g.w];
-            let conv = |cols: &[f32], y: &mut [f32]| {
+            with_patches(&g, xi, |cols| {
                 matmul_into(
                     y,
                     o,
@@ -422,15 +434,7 @@ impl CustomOp3 for Conv2d {
                     MatRef::rows(cols, hw_out),
                     threads,
                 )
-            };
-            if g.is_pointwise() {
-                conv(xi, y);
-            } else {
-                with_scratch(&PATCHES, g.patch_len(), |cols| {
-                    im2col_sample(&g, xi, cols);
-                    conv(cols, y);
-                });
-            }
+            });
             for (row, &b) in y.chunks_mut(hw_out).zip(bias) {
                 row.iter_mut().for_each(|v| *v += b);
             }
@@ -511,7 +515,7 @@ impl CustomOp3 for Conv2dBackward {
             // dweight_i = dy_i [o, hw] @ cols_i^T [hw, ckk], computed as its transpose
             // cols_i [ckk, hw] @ dy_i^T [hw, o] written column-major: gemm then packs the small
             // dy_i^T instead of the patch matrix read across its rows
-            let weight_grad = |cols: &[f32], dw: &mut [f32]| {
+            with_patches(&g, xi, |cols| {
                 matmul_into_strided(
                     dw,
                     true,
@@ -522,15 +526,7 @@ impl CustomOp3 for Conv2dBackward {
                     MatRef::transposed(dyi, hw_out),
                     threads,
                 )
-            };
-            if g.is_pointwise() {
-                weight_grad(xi, dw);
-            } else {
-                with_scratch(&PATCHES, g.patch_len(), |cols| {
-                    im2col_sample(&g, xi, cols);
-                    weight_grad(cols, dw);
-                });
-            }
+            });
             for (d, row) in db.iter_mut().zip(dyi.chunks(hw_out)) {
                 *d = row.iter().sum();
             }

@@ -121,3 +121,28 @@ pub fn spatial<O: Ops>(o: &O, x: &O::T) -> (i64, i64) {
     let known = |i: usize| s.get(i).and_then(|d| d.known()).unwrap_or(0) as i64;
     (known(2), known(3))
 }
+
+/// diffusers `Downsample2D(use_conv=True)` named `{p}.downsamplers.0`: a stride-2 3x3 conv;
+/// `padding` 0 pads right and bottom by one first (as diffusers does), 1 pads the conv.
+pub fn downsample2d<O: Ops>(
+    o: &O,
+    p: &str,
+    x: &O::T,
+    channels: usize,
+    padding: usize,
+) -> Result<O::T> {
+    let x = if padding == 0 {
+        o.pad2d(x, [0, 1, 0, 1])?
+    } else {
+        x.clone()
+    };
+    let conv = format!("{p}.downsamplers.0.conv");
+    conv2d(o, &conv, &x, channels, channels, 3, 2, padding)
+}
+
+/// diffusers `Upsample2D(use_conv=True)` named `{p}.upsamplers.0`: nearest 2x, then a 3x3 conv.
+pub fn upsample2d<O: Ops>(o: &O, p: &str, x: &O::T, channels: usize) -> Result<O::T> {
+    let up = format!("{p}.upsamplers.0");
+    let h = o.scoped(&up, || o.upsample_nearest2x(x))?;
+    conv2d(o, &join(&up, "conv"), &h, channels, channels, 3, 1, 1)
+}

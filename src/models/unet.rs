@@ -2,7 +2,9 @@
 //! names, so diffusers checkpoints load into it directly.
 //! https://github.com/huggingface/diffusers/blob/main/src/diffusers/models/unets/unet_2d.py
 
-use super::layers::{conv2d, embedding, group_norm, group_norm_silu, join, linear, spatial};
+use super::layers::{
+    conv2d, downsample2d, embedding, group_norm, group_norm_silu, join, linear, spatial, upsample2d,
+};
 use flashctl_graphs::{GraphError, Ops, Result};
 use serde::{Deserialize, Serialize};
 
@@ -661,14 +663,7 @@ pub fn forward_conditioned<O: Ops>(
             skips.push((h.clone(), out_c));
         }
         if !is_final {
-            let dp = format!("{p}.downsamplers.0.conv");
-            let pad = c.downsample_padding;
-            let hin = if pad == 0 {
-                o.pad2d(&h, [0, 1, 0, 1])?
-            } else {
-                h.clone()
-            };
-            h = conv2d(o, &dp, &hin, out_c, out_c, 3, 2, pad)?;
+            h = downsample2d(o, &p, &h, out_c, c.downsample_padding)?;
             skips.push((h.clone(), out_c));
         }
     }
@@ -746,17 +741,7 @@ pub fn forward_conditioned<O: Ops>(
             }
         }
         if !is_final {
-            h = o.scoped(&format!("{p}.upsamplers.0"), || o.upsample_nearest2x(&h))?;
-            h = conv2d(
-                o,
-                &format!("{p}.upsamplers.0.conv"),
-                &h,
-                out_c,
-                out_c,
-                3,
-                1,
-                1,
-            )?;
+            h = upsample2d(o, &p, &h, out_c)?;
         }
         prev_out = out_c;
     }

@@ -3,7 +3,7 @@
 //! (image -> latents, for distillation data). Parameter names are diffusers'
 //! (`encoder.*`, `quant_conv.*`, `post_quant_conv.*`, `decoder.*`).
 
-use super::layers::{conv2d, group_norm_silu, join, spatial};
+use super::layers::{conv2d, downsample2d, group_norm_silu, join, spatial, upsample2d};
 use super::unet::{attention_block, resnet_block, NormSpec};
 use flashctl_graphs::{GraphError, Ops, Result};
 use serde::{Deserialize, Serialize};
@@ -106,17 +106,7 @@ pub fn decode<O: Ops>(c: &VaeConfig, o: &O, z: &O::T) -> Result<O::T> {
                 h = resnet_block(o, &format!("{p}.resnets.{j}"), &h, None, rin, out_c, 1.0, n)?;
             }
             if i + 1 < rev.len() {
-                h = o.scoped(&format!("{p}.upsamplers.0"), || o.upsample_nearest2x(&h))?;
-                h = conv2d(
-                    o,
-                    &format!("{p}.upsamplers.0.conv"),
-                    &h,
-                    out_c,
-                    out_c,
-                    3,
-                    1,
-                    1,
-                )?;
+                h = upsample2d(o, &p, &h, out_c)?;
             }
         }
         let h = group_norm_silu(o, "decoder.conv_norm_out", &h, n.groups, boc[0], VAE_EPS)?;
@@ -144,17 +134,7 @@ pub fn encode_mean<O: Ops>(c: &VaeConfig, o: &O, x: &O::T) -> Result<O::T> {
             }
             if i + 1 < boc.len() {
                 // Downsample2D(padding=0): pad right and bottom by one, then a stride-2 conv
-                let padded = o.pad2d(&h, [0, 1, 0, 1])?;
-                h = conv2d(
-                    o,
-                    &format!("{p}.downsamplers.0.conv"),
-                    &padded,
-                    out_c,
-                    out_c,
-                    3,
-                    2,
-                    0,
-                )?;
+                h = downsample2d(o, &p, &h, out_c, 0)?;
             }
         }
         let top = out_c;

@@ -4,12 +4,8 @@
 //! baked in as a constant: they depend on no input), the VAE decoder; each weight stored once.
 
 use super::pipeline::{decode_image, encode_text, guided_latents, SdPipeline};
-use crate::checkpoint::{self, sha256_hex};
-use crate::export::{
-    signature, ExportReport, GraphForm, Manifest, MANIFEST_FILE, MANIFEST_SCHEMA, REFERENCE_FILE,
-    REFERENCE_SEED,
-};
-use anyhow::{anyhow, bail, Context, Result};
+use crate::export::{write_graph_export, ExportRecord, ExportReport, GraphForm, REFERENCE_SEED};
+use anyhow::{anyhow, bail, Result};
 use candle_core::{Device, Tensor};
 use flashctl_exporters::{check::check_structure, encode_model, summarize, to_model_proto};
 use flashctl_graphs::{DType, Dim, TraceOps};
@@ -172,56 +168,19 @@ fn write_graph(
     form.check(&proto)?;
     let bytes = encode_model(&proto);
     let summary = summarize(&proto);
-    // 3. graph, reference, manifest (each atomically)
-    let out_dir = out
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let reference_path = out_dir.join(REFERENCE_FILE);
-    let manifest_path = out_dir.join(MANIFEST_FILE);
-    flashctl_exporters::write_atomic(out, &bytes)?;
-    checkpoint::save_tensors(&reference_path, &reference)?;
-    let parameter_bytes = w.parameter_bytes;
-    let manifest = Manifest {
-        schema_version: MANIFEST_SCHEMA,
-        kind: w.kind.into(),
-        graph: out.file_name().unwrap().to_string_lossy().into(),
-        graph_sha256: sha256_hex(&bytes),
-        opset: summary.opset,
+    let record = ExportRecord {
+        kind: w.kind,
         model: None,
         pipeline: Some(w.info),
         sampler: w.plan,
-        inputs: graph.inputs.iter().map(signature).collect(),
-        outputs: graph.outputs.iter().map(signature).collect(),
-        denoiser_parameter_bytes: parameter_bytes,
-        initializer_bytes: summary.initializer_bytes,
-        node_count: summary.node_count,
-        reference: REFERENCE_FILE.into(),
+        parameter_bytes: w.parameter_bytes,
         reference_seed: REFERENCE_SEED,
-        precision: form.precision.name().into(),
-        target: form.target.name().into(),
-        model_dir: std::fs::canonicalize(w.dir)
-            .ok()
-            .map(|d| d.display().to_string()),
+        model_dir: w.dir,
         model_fingerprint: None,
     };
-    checkpoint::write_atomic(
-        &manifest_path,
-        serde_json::to_string_pretty(&manifest)?.as_bytes(),
-    )?;
-    Ok(ExportReport {
-        graph_path: out.to_path_buf(),
-        manifest_path,
-        reference_path,
-        initializer_bytes: summary.initializer_bytes,
-        parameter_bytes,
-        node_count: summary.node_count,
-        seconds: start.elapsed().as_secs_f64(),
-        target: form.target,
-        lowered_group_norms: rewrites.group_norms,
-        lowered_upsamples: rewrites.upsamples,
-    })
+    write_graph_export(
+        &graph, &bytes, &summary, reference, out, form, rewrites, start, record,
+    )
 }
 
 /// `export --model PIPELINE --components`: the text encoder (`input_ids` -> `prompt_embeds`),
