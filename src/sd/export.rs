@@ -119,13 +119,7 @@ pub fn export_pipeline(
         ("flashctl.timesteps".into(), format!("{:?}", plan.timesteps)),
         ("flashctl.guidance_scale".into(), guidance.to_string()),
     ];
-    let written = Written {
-        kind: "text_to_image",
-        dir,
-        info,
-        plan: Some(plan),
-        parameter_bytes: 4 * p.parameter_count(),
-    };
+    let written = pipeline_record("text_to_image", dir, info, Some(plan), p.parameter_count());
     write_graph(graph, form, doc, props, reference, out, written, start)
 }
 
@@ -140,13 +134,25 @@ fn ids_note(p: &SdPipeline) -> String {
     )
 }
 
-/// What the manifest says about a pipeline graph beyond its signature.
-struct Written<'a> {
+/// What the manifest of a pipeline graph records: no flashctl model, the pipeline section, the
+/// pipeline folder (f32 parameters: 4 bytes each).
+fn pipeline_record<'a>(
     kind: &'static str,
     dir: &'a Path,
     info: serde_json::Value,
     plan: Option<crate::sampler::SamplerPlan>,
-    parameter_bytes: usize,
+    parameters: usize,
+) -> ExportRecord<'a> {
+    ExportRecord {
+        kind,
+        model: None,
+        pipeline: Some(info),
+        sampler: plan,
+        parameter_bytes: 4 * parameters,
+        reference_seed: REFERENCE_SEED,
+        model_dir: dir,
+        model_fingerprint: None,
+    }
 }
 
 /// Lower, check and write `graph`, its reference and manifest (each atomically).
@@ -158,7 +164,7 @@ fn write_graph(
     props: Vec<(String, String)>,
     reference: HashMap<String, Tensor>,
     out: &Path,
-    w: Written,
+    record: ExportRecord,
     start: std::time::Instant,
 ) -> Result<ExportReport> {
     let (graph, rewrites) = form.lower(graph);
@@ -168,16 +174,6 @@ fn write_graph(
     form.check(&proto)?;
     let bytes = encode_model(&proto);
     let summary = summarize(&proto);
-    let record = ExportRecord {
-        kind: w.kind,
-        model: None,
-        pipeline: Some(w.info),
-        sampler: w.plan,
-        parameter_bytes: w.parameter_bytes,
-        reference_seed: REFERENCE_SEED,
-        model_dir: w.dir,
-        model_fingerprint: None,
-    };
     write_graph_export(
         &graph, &bytes, &summary, reference, out, form, rewrites, start, record,
     )
@@ -223,14 +219,9 @@ pub fn export_components(dir: &Path, form: GraphForm, out: &Path) -> Result<Vec<
             .filter(|(k, _)| k.starts_with(parameter_prefix))
             .map(|(_, n)| n)
             .sum();
-        let written = Written {
-            kind: "component",
-            dir,
-            info: json!({"class": "StableDiffusionPipeline", "component": name,
-                         "input_ids": ids_note(&p), "vae_scaling_factor": p.vae.scaling_factor}),
-            plan: None,
-            parameter_bytes: 4 * params,
-        };
+        let info = json!({"class": "StableDiffusionPipeline", "component": name,
+                          "input_ids": ids_note(&p), "vae_scaling_factor": p.vae.scaling_factor});
+        let written = pipeline_record("component", dir, info, None, params);
         let path = root.join(name).join("model.onnx");
         reports.push(write_graph(
             graph,
